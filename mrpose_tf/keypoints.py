@@ -1,0 +1,112 @@
+"""Keypoint set definitions: names, left/right flip pairs, skeleton, OKS sigmas.
+
+One ``KeypointSpec`` describes a dataset's keypoints for every stage (targets, flip
+augmentation, flip test, OKS, drawing). COCO and MPII are built in; any COCO-format
+dataset gets one from its category entry (:meth:`KeypointSpec.from_coco_category`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+
+COCO_KEYPOINTS = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
+    "left_wrist", "right_wrist", "left_hip", "right_hip",
+    "left_knee", "right_knee", "left_ankle", "right_ankle")
+# COCO's skeleton (1-based in the annotation files; 0-based here).
+COCO_SKELETON = (
+    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7),
+    (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6))
+COCO_SIGMAS = tuple(np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07,
+                              1.07, .87, .87, .89, .89]) / 10.0)
+
+MPII_KEYPOINTS = (
+    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
+    "pelvis", "thorax", "upper_neck", "head_top", "right_wrist", "right_elbow",
+    "right_shoulder", "left_shoulder", "left_elbow", "left_wrist")
+MPII_SKELETON = (
+    (0, 1), (1, 2), (2, 6), (3, 6), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9),
+    (7, 12), (7, 13), (10, 11), (11, 12), (13, 14), (14, 15))
+
+_SIDE = re.compile(r"(^|[_\s-])(left|right|l|r)(?=$|[_\s-])", re.IGNORECASE)
+
+
+def derive_flip_pairs(names):
+    """Left/right pairs from keypoint names ('left_eye' <-> 'right_eye', 'l_knee' <-> 'r_knee')."""
+    swap = {"left": "right", "right": "left", "l": "r", "r": "l"}
+
+    def mirror(name):
+        def repl(m):
+            word = m.group(2)
+            new = swap[word.lower()]
+            new = new.upper() if word.isupper() else new.capitalize() if word[0].isupper() else new
+            return m.group(1) + new
+        return _SIDE.sub(repl, name)
+
+    index = {n: i for i, n in enumerate(names)}
+    pairs = []
+    for i, name in enumerate(names):
+        j = index.get(mirror(name))
+        if j is not None and j != i and (min(i, j), max(i, j)) not in pairs:
+            pairs.append((min(i, j), max(i, j)))
+    return tuple(pairs)
+
+
+@dataclasses.dataclass(frozen=True)
+class KeypointSpec:
+    """What a dataset's keypoints are.
+
+    Attributes:
+      name: dataset name ('coco', 'mpii', or a custom one).
+      names: the K keypoint names.
+      flip_pairs: 0-based (left, right) index pairs.
+      skeleton: 0-based limb pairs, for drawing.
+      sigmas: per-keypoint OKS sigmas (None where OKS is not defined for the set).
+    """
+    name: str
+    names: tuple
+    flip_pairs: tuple
+    skeleton: tuple = ()
+    sigmas: tuple | None = None
+
+    @property
+    def num_joints(self):
+        return len(self.names)
+
+    def __post_init__(self):
+        k = len(self.names)
+        if k < 1:
+            raise ValueError(f"keypoint set {self.name!r} has no keypoints")
+        for pair in tuple(self.flip_pairs) + tuple(self.skeleton):
+            if len(pair) != 2 or not all(0 <= int(i) < k for i in pair):
+                raise ValueError(f"keypoint set {self.name!r}: pair {pair} is out of range for "
+                                 f"{k} keypoints")
+        if self.sigmas is not None and len(self.sigmas) != k:
+            raise ValueError(f"keypoint set {self.name!r}: {len(self.sigmas)} OKS sigmas for "
+                             f"{k} keypoints")
+
+    @classmethod
+    def from_coco_category(cls, category, flip_pairs=None, sigmas=None):
+        """From a COCO category entry (``keypoints`` names, 1-based ``skeleton``).
+
+        Flip pairs are derived from left/right names unless given; OKS sigmas default to
+        COCO's for the COCO person category and to 0.05 for every keypoint otherwise
+        (pass ``sigmas`` for a real custom set).
+        """
+        names = tuple(category.get("keypoints") or ())
+        if not names:
+            raise ValueError(f"category {category.get('name')!r} (id {category.get('id')}) "
+                             f"has no 'keypoints' names")
+        skeleton = tuple((a - 1, b - 1) for a, b in category.get("skeleton") or ())
+        if sigmas is None:
+            sigmas = COCO_SIGMAS if names == COCO_KEYPOINTS else (0.05,) * len(names)
+        pairs = tuple(map(tuple, flip_pairs)) if flip_pairs is not None else derive_flip_pairs(names)
+        return cls(category.get("name", "custom"), names, pairs, skeleton, tuple(sigmas))
+
+
+COCO = KeypointSpec("coco", COCO_KEYPOINTS, derive_flip_pairs(COCO_KEYPOINTS), COCO_SKELETON,
+                    COCO_SIGMAS)
+MPII = KeypointSpec("mpii", MPII_KEYPOINTS, derive_flip_pairs(MPII_KEYPOINTS), MPII_SKELETON)

@@ -1,0 +1,53 @@
+"""keras.applications ResNets and their stage outputs C2..C5 (SPEC section 1)."""
+import os
+import re
+
+import keras
+
+BACKBONES = {
+    "resnet50": keras.applications.ResNet50,
+    "resnet101": keras.applications.ResNet101,
+    "resnet152": keras.applications.ResNet152,
+}
+
+_BLOCK_OUT = re.compile(r"^conv(\d)_block(\d+)_out$")
+
+
+def build_backbone(name, inputs, weights=None):
+    """A keras.applications ResNet on ``inputs`` (its layers become part of the caller's graph).
+
+    Args:
+      name: one of ``BACKBONES``.
+      inputs: a ``keras.Input`` of shape (H, W, 3), already preprocessed
+        (``keras.applications.resnet.preprocess_input``).
+      weights: None (random), 'imagenet', or the path of a local weights file
+        (``*.weights.h5`` or the keras.applications ``*_notop.h5``).
+
+    Returns:
+      (model, taps): the backbone model and {'C2': ..., 'C5': ...}, the output of the last
+      block of each stage, looked up by name from the built model.
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; valid choices: {sorted(BACKBONES)}")
+    if weights not in (None, "imagenet") and not os.path.isfile(str(weights)):
+        raise ValueError(
+            f"backbone_weights must be None, 'imagenet' or an existing weights file; "
+            f"no file at {weights!r}")
+    model = BACKBONES[name](include_top=False, weights=weights, input_tensor=inputs)
+    return model, stage_outputs(model)
+
+
+def stage_outputs(model):
+    """{'C2'..'C5': output of the last ``conv{s}_block{n}_out`` of stages 2..5}."""
+    last = {}
+    for layer in model.layers:
+        match = _BLOCK_OUT.match(layer.name)
+        if match:
+            stage, block = int(match.group(1)), int(match.group(2))
+            if block > last.get(stage, (0, None))[0]:
+                last[stage] = (block, layer)
+    missing = [s for s in (2, 3, 4, 5) if s not in last]
+    if missing:
+        raise ValueError(f"{model.name}: no conv{{s}}_block*_out layers for stages {missing}")
+    return {f"C{s}": last[s][1].output for s in (2, 3, 4, 5)}
+

@@ -1,0 +1,31 @@
+"""mrpose_tf: Simple Multi-Resolution Representation Learning for Human Pose Estimation, in TensorFlow/Keras 3."""
+from setuptools import find_packages, setup
+
+setup(
+    name="mrpose_tf",
+    version="0.1.0",
+    description=(
+        "TensorFlow/Keras reimplementation of 'Simple Multi-Resolution Representation "
+        "Learning for Human Pose Estimation' (MRHeatNet/MRFeaNet on SimpleBaseline)."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["mrpose_tf", "mrpose_tf.*"]),
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.0",
+        "tensorflow-datasets>=4.9",
+        "numpy",
+        "opencv-python-headless",
+        "pycocotools",
+        "absl-py",
+        "ml-collections",
+        "scipy",
+    ],
+    extras_require={
+        "test": ["pytest", "pytest-timeout"],
+        "litert": ["ai-edge-litert"],
+    },
+    license="Apache-2.0",
+)
