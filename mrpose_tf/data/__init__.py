@@ -1,0 +1,1 @@
+"""Data: annotation readers -> person records -> tf.data pipelines; the synthetic set; TFDS."""

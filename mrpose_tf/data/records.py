@@ -1,0 +1,49 @@
+"""The person record: what every reader produces and every pipeline consumes."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class PersonRecord:
+    """One person to crop: the unit of training, evaluation and export.
+
+    Attributes:
+      image_path: path of the image file.
+      image_id: the dataset's image id (COCO ``image_id``; MPII: index of the image).
+      center: (2,) float32, box centre (x, y) in image pixels, 0-based.
+      scale: (2,) float32, box size (sx, sy) in units of 200 px (padding included).
+      joints: (K, 2) float32, keypoints (x, y) in image pixels, 0-based (zeros when unknown).
+      visibility: (K,) float32, 1 where the keypoint is labelled, else 0.
+      box_score: detector score of the box (1.0 for ground-truth boxes).
+      area: the person's area in px^2 (COCO ``area``; else scale_x * scale_y * 200^2).
+      bbox: (4,) float32, the (cleaned) box x, y, w, h in pixels.
+    """
+    image_path: str
+    image_id: int
+    center: np.ndarray
+    scale: np.ndarray
+    joints: np.ndarray
+    visibility: np.ndarray
+    box_score: float = 1.0
+    area: float = 0.0
+    bbox: np.ndarray | None = None
+
+
+def stack_records(records):
+    """Columns of a list of records as numpy arrays (for ``tf.data.Dataset.from_tensor_slices``)."""
+    if not records:
+        raise ValueError("no person records to stack")
+    k = len(records[0].joints)
+    return {
+        "image_path": np.array([r.image_path for r in records]),
+        "image_id": np.array([r.image_id for r in records], np.int64),
+        "center": np.stack([r.center for r in records]).astype(np.float32),
+        "scale": np.stack([r.scale for r in records]).astype(np.float32),
+        "joints": np.stack([r.joints for r in records]).astype(np.float32).reshape(-1, k, 2),
+        "visibility": np.stack([r.visibility for r in records]).astype(np.float32),
+        "box_score": np.array([r.box_score for r in records], np.float32),
+        "area": np.array([r.area for r in records], np.float32),
+    }
