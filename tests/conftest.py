@@ -1,0 +1,26 @@
+import os
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(REPO_ROOT, "..", "shared", "data")
+
+
+def shared_data_path(*parts):
+    """Path under ../shared/data, or skip the test when the sample data is absent."""
+    path = os.path.join(SHARED_DATA, *parts)
+    if not os.path.exists(path):
+        pytest.skip(f"real sample data not found at {path} (../shared/data beside the repo)")
+    return path
+
+
+@pytest.fixture
+def coco_sample_dir():
+    return shared_data_path("coco_sample")
+
+
+@pytest.fixture
+def mpii_sample_dir():
+    return shared_data_path("mpii_sample")
