@@ -160,3 +160,16 @@ def test_forward_on_a_real_crop_and_one_training_step_lowers_the_loss(arch, real
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
     after = loss_value()
     assert after < before, (arch, before, after)
+
+
+def test_flop_count_of_the_simple_baseline_head_equals_a_hand_count():
+    from mrpose_tf.models.complexity import count_flops
+    model = mrpose_tf.build_model("simple_baseline", input_size=(256, 192))
+    backbone = BACKBONES["resnet50"](include_top=False, weights=None, input_shape=(256, 192, 3))
+    # Transposed convs: every input pixel x 4x4 kernel x Cin x Cout; final 1x1 conv at 64x48.
+    head_macs = (8 * 6 * 16 * 2048 * 256 + 16 * 12 * 16 * 256 * 256 + 32 * 24 * 16 * 256 * 256
+                 + 64 * 48 * 256 * 17)
+    assert count_flops(model) - count_flops(backbone) == 2 * head_macs
+    # ResNet-50 at 224x224 is the well-known ~4.1 GMACs.
+    r50 = BACKBONES["resnet50"](include_top=False, weights=None, input_shape=(224, 224, 3))
+    assert 3.8e9 < count_flops(r50) / 2 < 4.2e9
