@@ -73,7 +73,10 @@ def get_affine_transform(center, scale, rot, output_size, inv=False):
     Returns:
       (2, 3) float64 matrix.
     """
-    scale = np.asarray(scale, dtype=np.float64)
+    # Keep float32 scales float32: the reference computes scale * 200 in the scale's own
+    # dtype (float32 for COCO records), and that rounding moves the matrix by up to ~1e-4.
+    scale = np.asarray(scale)
+    scale = scale if scale.dtype == np.float32 else scale.astype(np.float64)
     if scale.ndim == 0:
         scale = np.array([scale, scale])
     out_h, out_w = output_size
@@ -136,3 +139,105 @@ def flip_back(heatmaps, flip_pairs):
     """Mirror NHWC heatmaps of a flipped crop back and swap left/right channels."""
     heatmaps = np.asarray(heatmaps)
     return heatmaps[:, :, ::-1, :][..., flip_permutation(heatmaps.shape[-1], flip_pairs)]
+
+
+# --- TensorFlow versions, for use inside tf.data and exported graphs. -----------------------
+# TensorFlow is imported inside the functions so that the numpy geometry above stays usable
+# without it.
+
+
+def affine_transform_tf(center, scale, rot, output_size, inv=False):
+    """TensorFlow, batched :func:`get_affine_transform` (equal to ~1e-4 in float32).
+
+    The three-point construction of the reference is a similarity: it rotates by ``-rot``,
+    scales by ``output_width / (scale_x * 200)`` and moves ``center`` onto the centre of the
+    output, so the matrix is written down in closed form (no linear solve, exportable).
+
+    Args:
+      center: (..., 2) box centres (x, y).
+      scale: (..., 2) box scales in units of 200 px (only ``scale_x`` is used), or (...).
+      rot: (...) rotations in degrees, or a scalar.
+      output_size: (height, width) of the crop (Python ints or an int tensor).
+      inv: return the crop -> image mapping instead.
+
+    Returns:
+      (..., 2, 3) float32 matrices (the broadcast batch shape of the inputs).
+    """
+    import tensorflow as tf
+
+    center = tf.cast(center, tf.float32)
+    scale = tf.cast(scale, tf.float32)
+    rot = tf.cast(rot, tf.float32)
+    scale_x = scale[..., 0] if scale.shape.rank == center.shape.rank else scale
+    out_h = tf.cast(output_size[0], tf.float32)
+    out_w = tf.cast(output_size[1], tf.float32)
+    cx, cy = center[..., 0], center[..., 1]
+    zero = cx * 0.0 + scale_x * 0.0 + rot * 0.0  # the broadcast batch shape
+    zoom = out_w / (scale_x * PIXEL_STD)
+    theta = rot * (np.pi / 180.0)
+    cs, sn = tf.cos(theta), tf.sin(theta)
+    dx, dy = out_w * 0.5, out_h * 0.5
+    if inv:  # output -> image: rotate by +rot, divide by the zoom
+        a00, a01, a10, a11 = cs / zoom, -sn / zoom, sn / zoom, cs / zoom
+        t0 = cx - (a00 * dx + a01 * dy)
+        t1 = cy - (a10 * dx + a11 * dy)
+    else:  # image -> output: rotate by -rot, multiply by the zoom
+        a00, a01, a10, a11 = cs * zoom, sn * zoom, -sn * zoom, cs * zoom
+        t0 = dx - (a00 * cx + a01 * cy)
+        t1 = dy - (a10 * cx + a11 * cy)
+    rows = [tf.stack([a00 + zero, a01 + zero, t0 + zero], axis=-1),
+            tf.stack([a10 + zero, a11 + zero, t1 + zero], axis=-1)]
+    return tf.stack(rows, axis=-2)
+
+
+def invert_affine_tf(matrix):
+    """Inverse of (..., 2, 3) affine matrices (TensorFlow)."""
+    import tensorflow as tf
+
+    matrix = tf.convert_to_tensor(matrix)
+    a, b, t0 = matrix[..., 0, 0], matrix[..., 0, 1], matrix[..., 0, 2]
+    c, d, t1 = matrix[..., 1, 0], matrix[..., 1, 1], matrix[..., 1, 2]
+    det = a * d - b * c
+    i00, i01, i10, i11 = d / det, -b / det, -c / det, a / det
+    rows = [tf.stack([i00, i01, -(i00 * t0 + i01 * t1)], axis=-1),
+            tf.stack([i10, i11, -(i10 * t0 + i11 * t1)], axis=-1)]
+    return tf.stack(rows, axis=-2)
+
+
+def affine_points_tf(points, matrix):
+    """Apply (..., 2, 3) matrices to (..., K, 2) points (TensorFlow :func:`affine_points`)."""
+    import tensorflow as tf
+
+    points = tf.cast(points, matrix.dtype)
+    return tf.linalg.matmul(points, matrix[..., :2], transpose_b=True) + matrix[..., None, :, 2]
+
+
+def warp_affine_tf(image, matrix, output_size):
+    """Bilinear affine warp, the TensorFlow twin of ``cv2.warpAffine(image, matrix, (w, h))``.
+
+    Same conventions as OpenCV: integer coordinates are pixel centres, output pixel (u, v)
+    samples the input at ``matrix^-1 @ [u, v, 1]``, and pixels outside the input read as 0
+    (``BORDER_CONSTANT``). OpenCV interpolates uint8 images in fixed point (1/32 px), so the
+    two agree to a fraction of a grey level rather than exactly.
+
+    Args:
+      image: (H, W, C) or (N, H, W, C) image(s), any real dtype.
+      matrix: (2, 3) or (N, 2, 3) forward matrices (input -> output).
+      output_size: (height, width) of the output.
+
+    Returns:
+      (out_h, out_w, C) or (N, out_h, out_w, C) float32.
+    """
+    import tensorflow as tf
+
+    image = tf.cast(image, tf.float32)
+    batched = image.shape.rank == 4
+    images = image if batched else image[None]
+    inverse = tf.reshape(invert_affine_tf(tf.cast(matrix, tf.float32)), [-1, 6])
+    inverse = tf.broadcast_to(inverse, [tf.shape(images)[0], 6])
+    # ImageProjectiveTransformV3 takes the output -> input mapping, with integer pixel centres.
+    transforms = tf.concat([inverse, tf.zeros_like(inverse[:, :2])], axis=1)
+    warped = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=tf.cast(output_size, tf.int32),
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+    return warped if batched else warped[0]

@@ -1,0 +1,320 @@
+"""Benchmarks, one subcommand each.
+
+  python scripts/benchmark.py pipeline --annotations=FILE --images=DIR --json=OUT
+  python scripts/benchmark.py train [--archs simple_baseline mrfeanet2] [--steps 5]
+
+Adding a benchmark: write ``def cmd_NAME(args)`` and ``def add_NAME(subparsers)`` (which
+declares its flags and sets ``func=cmd_NAME``) and list ``add_NAME`` in ``SUBCOMMANDS``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COCO_SAMPLE = os.path.join(REPO_ROOT, "..", "shared", "data", "coco_sample")
+INPUT_SIZE, HEATMAP_SIZE = (256, 192), (64, 48)
+
+
+# --- pipeline --------------------------------------------------------------------------------
+
+def _coco_train_records(annotations, images):
+    from mrpose_tf.data.coco import read_coco
+    return read_coco(annotations, images, train=True, aspect_ratio=INPUT_SIZE[1] / INPUT_SIZE[0])
+
+
+def _measure_tf(args, cores):
+    """Samples/s of the tf.data training pipeline limited to ``cores`` threads."""
+    import tensorflow as tf
+
+    from mrpose_tf.data.pipeline import build_dataset
+
+    tf.config.threading.set_intra_op_parallelism_threads(cores)
+    tf.config.threading.set_inter_op_parallelism_threads(cores)
+    records, spec = _coco_train_records(args.annotations, args.images)
+    augment = dict(scale_factor=0.3, rotation_factor=40.0, rotation_prob=0.6, flip=True,
+                   flip_prob=0.5)
+    ds = build_dataset(records, keypoints=spec, input_size=INPUT_SIZE, heatmap_size=HEATMAP_SIZE,
+                       sigma=2.0, train=True, batch_size=args.batch_size, augment=augment,
+                       repeat=True, num_parallel_calls=cores,
+                       max_decode_ratio=args.max_decode_ratio, cache_images=args.cache_images)
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = cores
+    options.autotune.cpu_budget = cores
+    it = iter(ds.with_options(options))
+    for _ in range(args.warmup_batches):
+        next(it)
+    start = time.perf_counter()
+    for _ in range(args.batches):
+        next(it)
+    return args.batches * args.batch_size / (time.perf_counter() - start)
+
+
+def _measure_opencv(args):
+    """Samples/s of a reference-style per-sample pipeline: cv2.imread + warpAffine + numpy targets."""
+    import cv2
+    import numpy as np
+
+    from mrpose_tf.geometry import affine_points, flip_joints, get_affine_transform
+    from mrpose_tf.preprocessing import preprocess
+
+    cv2.setNumThreads(1)
+    records, spec = _coco_train_records(args.annotations, args.images)
+    rng = np.random.default_rng(0)
+    heat_h, heat_w = HEATMAP_SIZE
+    stride = INPUT_SIZE[1] / heat_w
+    sigma, radius = 2.0, 6
+
+    def targets(joints, vis):
+        maps = np.zeros((spec.num_joints, heat_h, heat_w), np.float32)
+        weights = vis.astype(np.float32).copy()
+        size = 2 * radius + 1
+        x = np.arange(size, dtype=np.float32)
+        g = np.exp(-((x - radius) ** 2 + (x[:, None] - radius) ** 2) / (2 * sigma ** 2))
+        for j, (px, py) in enumerate(joints):
+            mx, my = int(px / stride + 0.5), int(py / stride + 0.5)
+            ul, br = (int(mx - radius), int(my - radius)), (int(mx + radius + 1), int(my + radius + 1))
+            if ul[0] >= heat_w or ul[1] >= heat_h or br[0] < 0 or br[1] < 0:
+                weights[j] = 0
+                continue
+            if weights[j] > 0.5:
+                gx, gy = (max(0, -ul[0]), min(br[0], heat_w) - ul[0]), (max(0, -ul[1]), min(br[1], heat_h) - ul[1])
+                ix, iy = (max(0, ul[0]), min(br[0], heat_w)), (max(0, ul[1]), min(br[1], heat_h))
+                maps[j, iy[0]:iy[1], ix[0]:ix[1]] = g[gy[0]:gy[1], gx[0]:gx[1]]
+        return maps, weights
+
+    def sample(r):
+        image = cv2.imread(r.image_path, cv2.IMREAD_COLOR)[..., ::-1]
+        joints, vis, center = r.joints, r.visibility, r.center.copy()
+        scale = r.scale * np.clip(rng.normal() * 0.3 + 1, 0.7, 1.3)
+        rot = np.clip(rng.normal() * 40, -80, 80) if rng.random() <= 0.6 else 0.0
+        if rng.random() <= 0.5:
+            image = image[:, ::-1]
+            joints, vis = flip_joints(joints, vis, image.shape[1], spec.flip_pairs)
+            center[0] = image.shape[1] - 1 - center[0]
+        m = get_affine_transform(center, scale, rot, INPUT_SIZE)
+        crop = cv2.warpAffine(np.ascontiguousarray(image), m, (INPUT_SIZE[1], INPUT_SIZE[0]),
+                              flags=cv2.INTER_LINEAR)
+        return preprocess(crop), targets(affine_points(joints, m), vis)
+
+    total = args.warmup_batches * args.batch_size
+    for i in range(total):
+        sample(records[i % len(records)])
+    count = args.batches * args.batch_size
+    start = time.perf_counter()
+    for i in range(count):
+        sample(records[i % len(records)])
+    return count / (time.perf_counter() - start)
+
+
+def _run_isolated(args, kind, cores):
+    """Run one measurement in a fresh process (threads fixed before TF starts); samples/s."""
+    command = [sys.executable, os.path.abspath(__file__), "pipeline", "--_worker", kind,
+               "--_cores", str(cores)] + [f"--{k}={v}" for k, v in vars(args).items()
+                                         if k in _PIPELINE_FLAGS]
+    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= cores:
+        cpus = sorted(os.sched_getaffinity(0))[:cores]
+        command = ["taskset", "-c", ",".join(map(str, cpus))] + command
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+_PIPELINE_FLAGS = ("annotations", "images", "batch_size", "batches", "warmup_batches",
+                   "max_decode_ratio", "cache_images")
+
+
+def cmd_pipeline(args):
+    if args._worker:
+        rate = _measure_tf(args, args._cores) if args._worker == "tf" else _measure_opencv(args)
+        print(rate)
+        return
+    results = {str(n): _run_isolated(args, "tf", n) for n in args.cores}
+    opencv = _run_isolated(args, "opencv", 1)
+    print(f"training pipeline, {INPUT_SIZE[0]}x{INPUT_SIZE[1]} crops + "
+          f"{HEATMAP_SIZE[0]}x{HEATMAP_SIZE[1]}x17 targets, {args.annotations}")
+    print(f"{'pipeline':<36}{'cores':>6}{'samples/s':>12}")
+    print(f"{'reference-style OpenCV per sample':<36}{1:>6}{opencv:>12.1f}")
+    for n, rate in results.items():
+        print(f"{'mrpose_tf tf.data':<36}{n:>6}{rate:>12.1f}   x{rate / opencv:.2f} vs OpenCV")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"samples_per_s": results, "opencv_reference_samples_per_s": {"1": opencv},
+                       "max_decode_ratio": args.max_decode_ratio,
+                       "cache_images": args.cache_images}, f, indent=2)
+
+
+def add_pipeline(subparsers):
+    p = subparsers.add_parser("pipeline", help="training input pipeline samples/s")
+    p.add_argument("--annotations", default=os.path.join(COCO_SAMPLE, "test_coco.json"))
+    p.add_argument("--images", default=COCO_SAMPLE)
+    p.add_argument("--json", default="", help="write the results here")
+    p.add_argument("--cores", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--batches", type=int, default=30)
+    p.add_argument("--warmup_batches", type=int, default=5)
+    p.add_argument("--max_decode_ratio", type=int, default=1)
+    p.add_argument("--cache_images", type=lambda s: s.lower() in ("1", "true", "yes"),
+                   default=False)
+    p.add_argument("--_worker", default="", help=argparse.SUPPRESS)
+    p.add_argument("--_cores", type=int, default=1, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_pipeline)
+
+
+# --- train -----------------------------------------------------------------------------------
+
+TRAIN_ARCHS = ("simple_baseline", "mrfeanet2")
+AUTHORS_IMAGES_PER_S = {"simple_baseline": 4.3, "mrfeanet2": 2.2}  # PyTorch, batch 8, float32
+
+
+def _measure_train_step(arch, precision, args):
+    """Images/s of the trainer's own step (Trainer.train_step) on random in-memory tensors."""
+    import tempfile
+
+    import keras
+
+    from mrpose_tf.config import paper_config
+    from mrpose_tf.training import Trainer, make_strategy, random_examples, tensor_dataset_fn
+
+    config = paper_config("coco", arch, "resnet50", INPUT_SIZE)
+    config.model.backbone_weights = None
+    config.train.batch_size = args.batch_size
+    strategy = make_strategy("one_device")
+    with tempfile.TemporaryDirectory() as workdir:
+        trainer = Trainer(config, workdir, strategy, steps_per_epoch=1000,
+                          precision=precision, jit_compile=args.jit, log=lambda line: None)
+        data = random_examples(args.batch_size, INPUT_SIZE, HEATMAP_SIZE, 17)
+        dataset = tensor_dataset_fn(data, args.batch_size, repeat=True)
+        batches = iter(strategy.distribute_datasets_from_function(lambda ctx: dataset(ctx)))
+        for _ in range(args.warmup_steps):
+            float(trainer.train_step(next(batches)))
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            loss = float(trainer.train_step(next(batches)))
+        seconds = time.perf_counter() - start
+    keras.utils.clear_session()  # free this model before the next one
+    return args.steps * args.batch_size / seconds, loss
+
+
+def _torch_model(arch):
+    """A plain PyTorch equivalent of the Keras network (torchvision ResNet-50 + the head)."""
+    import torch
+    import torchvision
+    from torch import nn
+
+    def deconv(cin, cout):
+        return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
+                             nn.BatchNorm2d(cout, momentum=0.1), nn.ReLU(inplace=True))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            r = torchvision.models.resnet50(weights=None)
+            self.stem = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool)
+            self.stages = nn.ModuleList([r.layer1, r.layer2, r.layer3, r.layer4])
+            if arch == "simple_baseline":
+                self.c5 = nn.Sequential(deconv(2048, 256), deconv(256, 256), deconv(256, 256))
+            else:  # mrfeanet2
+                self.c5 = nn.Sequential(deconv(2048, 1024), deconv(1024, 512), deconv(512, 256))
+                self.c4 = nn.Sequential(deconv(1024, 512), deconv(512, 256))
+                self.c3 = deconv(512, 256)
+            self.final = nn.Conv2d(256, 17, 1)
+
+        def forward(self, x):
+            taps, x = [], self.stem(x)
+            for stage in self.stages:
+                x = stage(x)
+                taps.append(x)
+            if arch == "simple_baseline":
+                return self.final(self.c5(taps[3]))
+            fused = (taps[0] + self.c3(taps[1]) + self.c4(taps[2]) + self.c5(taps[3])) / 4
+            return self.final(fused)
+
+    return Net(), torch
+
+
+def _measure_torch(arch, args):
+    net, torch = _torch_model(arch)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    images = torch.randn(args.batch_size, 3, *INPUT_SIZE)
+    targets = torch.rand(args.batch_size, 17, *HEATMAP_SIZE)
+    net.train()
+
+    def step():
+        optimizer.zero_grad()
+        loss = 0.5 * ((net(images) - targets) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(args.warmup_steps):
+        step()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    return args.steps * args.batch_size / (time.perf_counter() - start)
+
+
+def cmd_train(args):
+    try:
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+        have_torch = True
+    except ImportError:
+        have_torch = False
+    print(f"training step, {INPUT_SIZE[0]}x{INPUT_SIZE[1]}, batch {args.batch_size}, "
+          f"ResNet-50, {args.steps} timed steps after {args.warmup_steps} warm-up, "
+          f"jit {'on' if args.jit else 'off'}")
+    print(f"{'arch':<18}{'precision':<16}{'img/s':>8}{'x authors':>11}{'torch img/s':>13}")
+    results = []
+    for arch in args.archs:
+        torch_rate = _measure_torch(arch, args) if have_torch else None
+        for precision in args.precisions:
+            rate, loss = _measure_train_step(arch, precision, args)
+            ratio = rate / AUTHORS_IMAGES_PER_S[arch]
+            torch_text = f"{torch_rate:.2f}" if torch_rate else "(no torch)"
+            print(f"{arch:<18}{precision:<16}{rate:>8.2f}{ratio:>10.2f}x{torch_text:>13}",
+                  flush=True)
+            results.append({"arch": arch, "precision": precision, "images_per_s": rate,
+                            "authors_pytorch_images_per_s": AUTHORS_IMAGES_PER_S[arch],
+                            "torch_images_per_s": torch_rate, "last_loss": loss})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"batch_size": args.batch_size, "input_size": INPUT_SIZE,
+                       "results": results}, f, indent=2)
+
+
+def add_train(subparsers):
+    p = subparsers.add_parser("train", help="training images/s of the trainer's step")
+    p.add_argument("--archs", nargs="+", default=list(TRAIN_ARCHS), choices=TRAIN_ARCHS)
+    p.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"],
+                   choices=["float32", "mixed_bfloat16", "mixed_float16"])
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup_steps", type=int, default=2)
+    p.add_argument("--jit", type=lambda s: s.lower() in ("1", "true", "yes"), default=False)
+    p.add_argument("--json", default="", help="write the results here")
+    p.set_defaults(func=cmd_train)
+
+
+# --- registry --------------------------------------------------------------------------------
+
+SUBCOMMANDS = [add_pipeline, add_train]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""PNG grid of augmented training crops, their target heatmaps and skeletons.
+
+  python scripts/visualize_data.py --output=crops.png                      # the COCO sample
+  python scripts/visualize_data.py --dataset=synthetic --output=synth.png  # rendered figures
+
+Each tile is one pipeline element: the augmented crop with the (max over joints) target
+heatmap blended in and the skeleton drawn from the crop-space joints.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mrpose_tf.data.coco import read_coco  # noqa: E402
+from mrpose_tf.data.pipeline import build_dataset  # noqa: E402
+from mrpose_tf.geometry import affine_points, flip_permutation  # noqa: E402
+from mrpose_tf.preprocessing import BGR_MEAN  # noqa: E402
+from mrpose_tf.visualization import draw_skeleton, heatmap_overlay, tile  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COCO_SAMPLE = os.path.join(REPO_ROOT, "..", "shared", "data", "coco_sample")
+
+
+def sample_files(dataset, workdir):
+    """(annotation file, image folder) of the chosen dataset."""
+    if dataset == "coco":
+        return os.path.join(COCO_SAMPLE, "test_coco.json"), COCO_SAMPLE
+    from mrpose_tf.data.synthetic import render_dataset
+    annotations = render_dataset(workdir, num_images=8, difficulty="easy", seed=0)
+    return annotations, os.path.join(workdir, "images", "train")
+
+
+def crop_tiles(records, spec, args):
+    ds = build_dataset(records, keypoints=spec, input_size=(256, 192), heatmap_size=(64, 48),
+                       sigma=2.0, train=True, batch_size=args.count, seed=args.seed,
+                       augment=dict(scale_factor=0.3, rotation_factor=40.0, rotation_prob=0.6,
+                                    flip=True, flip_prob=0.5), repeat=True)
+    batch = {k: v.numpy() for k, v in next(iter(ds)).items()}
+    order = flip_permutation(spec.num_joints, spec.flip_pairs)
+    tiles = []
+    for i in range(args.count):
+        crop = np.clip((batch["image"][i] + np.float32(BGR_MEAN))[..., ::-1], 0, 255)
+        joints = affine_points(batch["joints"][i], batch["matrix"][i])
+        weights = batch["target_weight"][i]
+        if batch["flipped"][i]:
+            joints = joints[order]
+        picture = heatmap_overlay(crop.astype(np.uint8), batch["heatmaps"][i], alpha=0.6)
+        tiles.append(draw_skeleton(picture, joints, weights, spec, score_threshold=0.5))
+    return tiles
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=["coco", "synthetic"], default="coco")
+    parser.add_argument("--output", default="data_grid.png")
+    parser.add_argument("--count", type=int, default=12)
+    parser.add_argument("--columns", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as workdir:
+        annotations, images = sample_files(args.dataset, workdir)
+        records, spec = read_coco(annotations, images, train=True, aspect_ratio=192 / 256)
+        tiles = crop_tiles(records, spec, args)
+    grid = tile(tiles, args.columns)
+    cv2.imwrite(args.output, grid[..., ::-1])
+    print(f"wrote {args.output} ({len(tiles)} crops, {grid.shape[1]}x{grid.shape[0]})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""The tf.data pipeline on the real COCO sample: crops vs cv2.warpAffine, joints, bad images."""
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mrpose_tf.data.coco import read_coco
+from mrpose_tf.data.pipeline import (_augmentation, build_dataset, check_image_files,
+                                     make_skipped_counter)
+from mrpose_tf.geometry import get_affine_transform
+from mrpose_tf.preprocessing import BGR_MEAN
+from tests.test_targets import reference_targets
+
+INPUT, HEATMAP = (128, 96), (32, 24)
+AUG = dict(scale_factor=0.3, rotation_factor=40.0, rotation_prob=0.6, flip=True, flip_prob=0.5)
+
+
+@pytest.fixture(scope="module")
+def coco(request):
+    from tests.conftest import shared_data_path
+    folder = shared_data_path("coco_sample")
+    records, spec = read_coco(os.path.join(folder, "test_coco.json"), folder, train=False,
+                              aspect_ratio=INPUT[1] / INPUT[0])
+    return records, spec, folder
+
+
+def elements(dataset):
+    """Unbatched numpy elements of a dataset."""
+    return [{k: v.numpy() for k, v in e.items()} for e in dataset.unbatch()]
+
+
+def crop_rgb(element):
+    """Undo preprocess: BGR minus means -> RGB 0..255."""
+    return (element["image"] + np.float32(BGR_MEAN))[..., ::-1]
+
+
+def cv2_crop(path, matrix):
+    image = cv2.imread(path, cv2.IMREAD_COLOR)[..., ::-1]
+    return cv2.warpAffine(image, matrix, (INPUT[1], INPUT[0]), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32)
+
+
+def build(records, spec, **kwargs):
+    kwargs.setdefault("train", False)
+    kwargs.setdefault("batch_size", 4)
+    return build_dataset(records, keypoints=spec, input_size=INPUT, heatmap_size=HEATMAP,
+                         sigma=2.0, **kwargs)
+
+
+def test_eval_crops_match_cv2_and_targets_match_reference(coco):
+    records, spec, _ = coco
+    out = elements(build(records, spec))
+    assert len(out) == len(records) == 14
+    for record, e in zip(records, out):
+        m = get_affine_transform(record.center, record.scale, 0.0, INPUT)
+        np.testing.assert_allclose(e["matrix"], m, rtol=1e-5, atol=1e-3)
+        assert np.abs(crop_rgb(e) - cv2_crop(record.image_path, m)).mean() < 2.0
+        joints = record.joints @ m[:, :2].T + m[:, 2]
+        maps, weights = reference_targets(joints, record.visibility, INPUT, HEATMAP, 2.0)
+        np.testing.assert_array_equal(e["target_weight"], weights)
+        np.testing.assert_allclose(e["heatmaps"], maps, atol=1e-4)
+        np.testing.assert_array_equal(e["joints"], record.joints)
+        np.testing.assert_array_equal(e["center"], record.center)
+        assert e["image_id"] == record.image_id and not e["flipped"]
+
+
+def test_train_crops_with_rotation_and_flip_match_cv2(coco):
+    records, spec, _ = coco
+    # shuffle_buffer=1: element i is record i, so each crop can be checked against cv2.
+    out = elements(build(records, spec, train=True, augment=AUG, seed=3, shuffle_buffer=1,
+                         drop_remainder=False))
+    assert len(out) == 14
+    flips = 0
+    for record, e in zip(records, out):
+        m = e["matrix"]
+        image = cv2.imread(record.image_path)
+        width = image.shape[1]
+        if e["flipped"]:
+            flips += 1
+            # The crop of the mirrored image: mirrored centre, the same zoom and rotation.
+            unflipped = m @ np.array([[-1, 0, width - 1], [0, 1, 0], [0, 0, 1]], np.float64)
+            mirrored = cv2.warpAffine(image[:, ::-1][..., ::-1].copy(), unflipped,
+                                      (INPUT[1], INPUT[0]), flags=cv2.INTER_LINEAR)
+            assert np.abs(crop_rgb(e) - mirrored).mean() < 2.0
+            centre_x = width - 1 - record.center[0]
+        else:
+            unflipped, centre_x = m, record.center[0]
+        # The matrix is a crop of (possibly mirrored) centre, scale*[0.7, 1.3], rot in +-80 deg.
+        zoom = np.hypot(*unflipped[0, :2])
+        rot = np.degrees(np.arctan2(unflipped[0, 1], unflipped[0, 0]))
+        assert 0.7 - 1e-4 <= INPUT[1] / (record.scale[0] * 200 * zoom) <= 1.3 + 1e-4
+        assert abs(rot) <= 80 + 1e-3
+        np.testing.assert_allclose(unflipped @ [centre_x, record.center[1], 1],
+                                   [INPUT[1] / 2, INPUT[0] / 2], atol=1e-3)
+        assert np.abs(crop_rgb(e) - cv2_crop(record.image_path, m)).mean() < 2.0
+        joints = record.joints @ m[:, :2].T + m[:, 2]
+        visibility = record.visibility
+        if e["flipped"]:
+            order = np.arange(17)
+            for a, b in spec.flip_pairs:
+                order[a], order[b] = b, a
+            joints, visibility = joints[order], visibility[order]
+        maps, weights = reference_targets(joints, visibility, INPUT, HEATMAP, 2.0)
+        np.testing.assert_array_equal(e["target_weight"], weights)
+        np.testing.assert_allclose(e["heatmaps"], maps, atol=1e-4)
+    assert 0 < flips < 14
+
+
+def test_augmentation_draws_follow_the_recipe():
+    ds = tf.data.Dataset.range(2000).map(lambda i: _augmentation(
+        tf.stack([tf.constant(5, tf.int64), i]), tf.constant([1.0, 1.0]), AUG, True))
+    scale, rot, flip = (np.stack(x) for x in zip(*[[t.numpy() for t in e] for e in ds]))
+    assert scale.min() >= 0.7 - 1e-6 and scale.max() <= 1.3 + 1e-6
+    assert np.abs(rot).max() <= 80 and abs((rot != 0).mean() - 0.6) < 0.04
+    assert abs(flip.mean() - 0.5) < 0.04
+    # N(0, 1) * 0.3 clipped at +-1 sigma: std 0.3 * sqrt(0.683 - 2 * 0.242 + 0.317) = 0.2155,
+    # and P(draw > 1 sigma) = 0.159 of the draws sit on the upper clip.
+    assert abs(scale[:, 0].std() - 0.2155) < 0.01
+    assert abs((scale[:, 0] >= 1.3 - 1e-6).mean() - 0.159) < 0.03
+
+
+def test_training_is_deterministic_per_seed_and_sharded(coco):
+    records, spec, _ = coco
+
+    def first_batch(seed):
+        ds = build(records, spec, train=True, augment=AUG, seed=seed, batch_size=4)
+        return next(iter(ds))
+
+    a, b, c = first_batch(1), first_batch(1), first_batch(2)
+    np.testing.assert_array_equal(a["image"].numpy(), b["image"].numpy())
+    np.testing.assert_array_equal(a["heatmaps"].numpy(), b["heatmaps"].numpy())
+    assert not np.array_equal(a["matrix"].numpy(), c["matrix"].numpy())
+    ids = []
+    for shard in range(2):
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=shard,
+                                             num_replicas_in_sync=2)
+        ds = build(records, spec, batch_size=8, input_context=context)
+        batches = list(ds)
+        assert batches[0]["image"].shape[0] == 4  # per-replica batch
+        ids.append(np.concatenate([e["area"].numpy() for e in batches]))
+    assert len(ids[0]) == len(ids[1]) == 7
+    np.testing.assert_allclose(np.sort(np.concatenate(ids)), np.sort([r.area for r in records]))
+
+
+def test_reduced_size_decoding_keeps_the_geometry(coco):
+    records, spec, _ = coco
+    big = [r for r in records if r.image_id == 785][0]
+    # A 3x larger box: the crop shrinks the image ~4x, so it is decoded at 1/2 or 1/4 size.
+    record = type(big)(**{**big.__dict__, "scale": big.scale * 3.0})
+    e = elements(build([record], spec, max_decode_ratio=8))[0]
+    m = get_affine_transform(record.center, record.scale, 0.0, INPUT)
+    shrink = 1 / np.sqrt(abs(np.linalg.det(m[:, :2])))
+    ratio = 4 if shrink >= 4 else 2
+    image = cv2.imread(record.image_path)[..., ::-1].astype(np.float32)
+    small = cv2.resize(image, (image.shape[1] // ratio, image.shape[0] // ratio),
+                       interpolation=cv2.INTER_AREA)
+    # Pixel i of the 1/r image is centred on original x = r i + (r - 1) / 2.
+    to_image = np.array([[ratio, 0, (ratio - 1) / 2], [0, ratio, (ratio - 1) / 2], [0, 0, 1]])
+    want = cv2.warpAffine(small, m @ to_image, (INPUT[1], INPUT[0]), flags=cv2.INTER_LINEAR)
+    assert np.abs(crop_rgb(e) - want).mean() < 3.0
+    exact = elements(build([record], spec, max_decode_ratio=1))[0]
+    assert np.abs(crop_rgb(exact) - cv2_crop(record.image_path, m)).mean() < 2.0
+
+
+def test_cached_images_give_the_same_crops(coco):
+    records, spec, _ = coco
+    plain = elements(build(records[:4], spec))
+    cached = elements(build(records[:4], spec, cache_images=True))
+    for a, b in zip(plain, cached):
+        np.testing.assert_allclose(a["image"], b["image"], atol=1e-3)
+
+
+def test_truncated_jpeg_is_skipped_and_counted(coco, tmp_path):
+    records, spec, folder = coco
+    for name in os.listdir(folder):
+        if name.endswith(".jpg"):
+            shutil.copy(os.path.join(folder, name), tmp_path)
+    broken = tmp_path / "000000040083.jpg"
+    data = broken.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    moved = [type(r)(**{**r.__dict__, "image_path": str(tmp_path / os.path.basename(r.image_path))})
+             for r in records]
+    counter = make_skipped_counter()
+    out = elements(build(moved, spec, skipped_counter=counter))
+    lost = sum(r.image_id == 40083 for r in records)
+    assert lost == 3 and counter.numpy() == lost
+    assert len(out) == len(records) - lost and 40083 not in {e["image_id"] for e in out}
+
+
+def test_missing_image_file_is_reported_before_iteration(coco, tmp_path):
+    records, spec, _ = coco
+    gone = type(records[0])(**{**records[0].__dict__, "image_path": str(tmp_path / "gone.jpg")})
+    with pytest.raises(FileNotFoundError, match="gone.jpg"):
+        check_image_files(records + [gone])
+    with pytest.raises(FileNotFoundError, match="1 of 5 image files are missing.*gone.jpg"):
+        build(records + [gone], spec)
