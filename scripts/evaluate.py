@@ -1,0 +1,96 @@
+"""Evaluate a trained model: COCO keypoint AP (OKS-NMS, pycocotools) or MPII PCKh.
+
+Examples:
+  python scripts/evaluate.py --checkpoint=runs/coco_mrfeanet2_r50        # config.json beside
+  python scripts/evaluate.py --config=configs/coco/simple_baseline_resnet50_256x192.py \\
+      --checkpoint=runs/sb/best/ckpt-1000 --use_gt_boxes --noflip_test
+  python scripts/evaluate.py --config=configs/mpii/mrfeanet1_resnet50_256x256.py \\
+      --saved_model=export/saved_model
+
+Writes ``keypoints_results.json`` (COCO) and ``metrics.json`` into ``--output_dir`` (default:
+an ``eval`` folder beside the checkpoint) and prints the paper's table layout.
+"""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/...). "
+                                "Default: the config.json of the --checkpoint run.")
+flags.DEFINE_string("checkpoint", None, "Run directory, checkpoint prefix, *.weights.h5 or "
+                    "*.keras file.")
+flags.DEFINE_string("saved_model", None, "SavedModel directory with a crops -> heatmaps "
+                    "signature (instead of --checkpoint).")
+flags.DEFINE_boolean("use_gt_boxes", None, "Ground-truth person boxes (default: the config's "
+                     "test.use_gt_boxes).")
+flags.DEFINE_string("detections", None, "COCO detection-results JSON of person boxes "
+                    "(overrides test.detections; relative paths are taken as given).")
+flags.DEFINE_boolean("flip_test", None, "Flip test (default: the config's test.flip_test).")
+flags.DEFINE_string("output_dir", None, "Where to write the results and metrics JSON.")
+flags.DEFINE_string("strategy", "auto", "tf.distribute strategy: auto, one_device, mirrored, "
+                    "multi_worker, tpu.")
+flags.DEFINE_integer("batch_size", None, "Crops per batch (default: test.batch_size).")
+FLAGS = flags.FLAGS
+
+
+def load_model_and_config(config, checkpoint, saved_model, strategy):
+    """(model, config) from the flags; the model is built in ``strategy``'s scope."""
+    from mrpose_tf.inference import load_model_from_checkpoint, load_saved_model_heatmaps
+
+    if bool(checkpoint) == bool(saved_model):
+        raise app.UsageError("give exactly one of --checkpoint and --saved_model")
+    if saved_model:
+        if config is None:
+            raise app.UsageError("--saved_model needs --config (dataset and test settings)")
+        model, _ = load_saved_model_heatmaps(saved_model)
+        return model, config
+    with strategy.scope():
+        return load_model_from_checkpoint(checkpoint, config)
+
+
+def default_output_dir(checkpoint, saved_model):
+    source = os.path.abspath(checkpoint or saved_model)
+    base = source if os.path.isdir(source) else os.path.dirname(source)
+    return os.path.join(base, "eval")
+
+
+def evaluate_from_flags():
+    """Runs the evaluation the flags describe; returns the metrics dict."""
+    from mrpose_tf.evaluation.runner import evaluate_model, format_metrics_table
+    from mrpose_tf.training.strategy import make_strategy
+
+    config = FLAGS.config
+    strategy = make_strategy(FLAGS.strategy)
+    model, config = load_model_and_config(config, FLAGS.checkpoint, FLAGS.saved_model, strategy)
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        if FLAGS.use_gt_boxes is not None:
+            config.test.use_gt_boxes = FLAGS.use_gt_boxes
+        if FLAGS.detections:
+            config.test.use_gt_boxes = False
+            config.test.detections = os.path.abspath(FLAGS.detections)
+        if FLAGS.batch_size:
+            config.test.batch_size = FLAGS.batch_size
+    output_dir = FLAGS.output_dir or default_output_dir(FLAGS.checkpoint, FLAGS.saved_model)
+    boxes = "ground-truth boxes" if config.test.use_gt_boxes or config.dataset.name == "mpii" \
+        else f"detections {config.test.detections}"
+    flip = config.test.flip_test if FLAGS.flip_test is None else FLAGS.flip_test
+    print(f"evaluating {config.model.arch}/{config.model.backbone} on {config.dataset.name} "
+          f"({boxes}, flip test {'on' if flip else 'off'})")
+    metrics = evaluate_model(model, config, flip_test=flip, output_dir=output_dir,
+                             progress=True)
+    print(format_metrics_table(metrics, f"{config.model.arch}_{config.model.backbone}"))
+    print(f"results and metrics written to {output_dir}")
+    return metrics
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    evaluate_from_flags()
+
+
+if __name__ == "__main__":
+    app.run(main)
