@@ -16,12 +16,14 @@ setup(
         "tensorflow>=2.16",
         "keras>=3.0",
         "tensorflow-datasets>=4.9",
+        "importlib_resources",  # needed by tensorflow-datasets builders, not always pulled in
         "numpy",
         "opencv-python-headless",
         "pycocotools",
         "absl-py",
         "ml-collections",
         "scipy",
+        "tensorboard",
     ],
     extras_require={
         "test": ["pytest", "pytest-timeout"],

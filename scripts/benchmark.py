@@ -1,6 +1,7 @@
 """Benchmarks, one subcommand each.
 
   python scripts/benchmark.py pipeline --annotations=FILE --images=DIR --json=OUT
+  python scripts/benchmark.py inference --json=OUT [--naive_tflite]
   python scripts/benchmark.py train [--archs simple_baseline mrfeanet2] [--steps 5]
 
 Adding a benchmark: write ``def cmd_NAME(args)`` and ``def add_NAME(subparsers)`` (which
@@ -301,9 +302,130 @@ def add_train(subparsers):
     p.set_defaults(func=cmd_train)
 
 
+# --- inference -------------------------------------------------------------------------------
+
+INFERENCE_ARCHS = ("simple_baseline", "mrfeanet2")
+INFERENCE_RUNTIMES = ("keras", "saved_model", "tflite_fp32", "tflite_fp16", "tflite_int8")
+
+
+def _timed(fn, runs, warmup):
+    """Median wall time of ``fn()`` in milliseconds over ``runs`` calls after ``warmup``."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(sorted(times)[len(times) // 2])
+
+
+def _inference_runners(arch, args, workdir):
+    """{runtime: (run batch-1 fn, run batch-16 fn)} for one architecture (random weights)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from mrpose_tf.config import base_config
+    from mrpose_tf.export import export_saved_model, inference_model
+    from mrpose_tf.export.tflite import convert_to_tflite, litert_interpreter
+    from mrpose_tf.models import build_model
+
+    rng = np.random.default_rng(0)
+    one = rng.normal(0, 60, (1,) + INPUT_SIZE + (3,)).astype(np.float32)
+    sixteen = rng.normal(0, 60, (16,) + INPUT_SIZE + (3,)).astype(np.float32)
+    model = build_model(arch, "resnet50", 17, INPUT_SIZE, backbone_weights=None)
+    graph = tf.function(lambda x: model(x, training=False))
+    runners = {"keras": (lambda: graph(one).numpy(), lambda: graph(sixteen).numpy())}
+    if "saved_model" in args.runtimes:
+        config = base_config()
+        config.model.input_size = INPUT_SIZE
+        serving = tf.saved_model.load(export_saved_model(
+            model, config, os.path.join(workdir, arch))).signatures["serving_default"]
+        runners["saved_model"] = (lambda: serving(image=tf.constant(one)),
+                                  lambda: serving(image=tf.constant(sixteen)))
+    variants = [(r, r.split("_")[1], inference_model(model)) for r in args.runtimes
+                if r.startswith("tflite_")]
+    if args.naive_tflite:  # the plain TRANSPOSE_CONV conversion, to compare
+        variants.append(("tflite_fp32_naive", "fp32", model))
+    for name, quantization, source in variants:
+        interpreter = litert_interpreter(
+            convert_to_tflite(source, quantization, sixteen[:args.calibration_crops]),
+            num_threads=args.threads)
+        (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+
+        def run(batch, interpreter=interpreter, inp=inp, out=out):
+            for crop in batch:  # the TFLite models have a fixed batch of 1
+                interpreter.set_tensor(inp["index"], crop[None])
+                interpreter.invoke()
+                interpreter.get_tensor(out["index"])
+
+        runners[name] = (lambda run=run: run(one), lambda run=run: run(sixteen))
+    return runners
+
+
+def _torch_inference_runners(arch, threads):
+    """{'torch': (batch-1 fn, batch-16 fn)} of the same network in plain PyTorch, if installed."""
+    try:
+        net, torch = _torch_model(arch)
+    except ImportError:
+        return {}
+    torch.set_num_threads(threads)
+    net.eval()
+    one, sixteen = torch.randn(1, 3, *INPUT_SIZE), torch.randn(16, 3, *INPUT_SIZE)
+
+    def run(x):
+        with torch.no_grad():
+            net(x)
+
+    return {"torch": (lambda: run(one), lambda: run(sixteen))}
+
+
+def cmd_inference(args):
+    import tempfile
+
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    latency, throughput = {}, {}
+    with tempfile.TemporaryDirectory() as workdir:
+        for arch in args.archs:
+            runners = {**_inference_runners(arch, args, workdir),
+                       **_torch_inference_runners(arch, args.threads)}
+            latency[arch], throughput[arch] = {}, {}
+            for name, (batch1, batch16) in runners.items():
+                latency[arch][name] = _timed(batch1, args.runs, args.warmup)
+                throughput[arch][name] = 16e3 / _timed(batch16, max(3, args.runs // 4), 1)
+                print(f"{arch:<16}{name:<20}{latency[arch][name]:>10.1f} ms"
+                      f"{throughput[arch][name]:>10.1f} img/s (batch 16)", flush=True)
+    if not any("torch" in by_runtime for by_runtime in latency.values()):
+        print("torch/torchvision not installed: PyTorch column skipped")
+    print(f"ResNet-50, {INPUT_SIZE[0]}x{INPUT_SIZE[1]}, random weights, {args.threads} threads; "
+          f"latency = median of {args.runs} batch-1 runs")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"latency_ms": latency, "throughput_b16": throughput,
+                       "threads": args.threads, "runs": args.runs}, f, indent=2)
+
+
+def add_inference(subparsers):
+    p = subparsers.add_parser("inference", help="batch-1 latency and batch-16 throughput of "
+                              "Keras, SavedModel and TFLite fp32/fp16/int8")
+    p.add_argument("--json", default="", help="write the results here")
+    p.add_argument("--archs", nargs="+", default=list(INFERENCE_ARCHS))
+    p.add_argument("--runtimes", nargs="+", default=list(INFERENCE_RUNTIMES))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--calibration_crops", type=int, default=4)
+    p.add_argument("--naive_tflite", action="store_true",
+                   help="also time fp32 TFLite with the plain transposed convs")
+    p.set_defaults(func=cmd_inference)
+
+
 # --- registry --------------------------------------------------------------------------------
 
-SUBCOMMANDS = [add_pipeline, add_train]
+SUBCOMMANDS = [add_pipeline, add_train, add_inference]
 
 
 def main(argv=None):

@@ -1,0 +1,156 @@
+"""Dataset functions the trainer distributes: ``fn(input_context, epoch) -> tf.data.Dataset``.
+
+Each returns per-replica batches of dicts {'image', 'heatmaps', 'target_weight'}, sharded by
+``input_context.input_pipeline_id`` and shuffled with a seed that depends on the epoch, so
+that a resumed epoch replays the same order.
+"""
+import numpy as np
+import tensorflow as tf
+
+
+def per_replica_batch_size(input_context, global_batch):
+    """The per-replica batch of ``global_batch`` (1 replica without an input context)."""
+    if input_context is None:
+        return global_batch
+    return input_context.get_per_replica_batch_size(global_batch)
+
+
+def tensor_dataset_fn(arrays, global_batch, shuffle_seed=None, repeat=False):
+    """A dataset function over in-memory arrays (tests, benchmarks, small sets).
+
+    Args:
+      arrays: dict of equal-length numpy arrays ('image', 'heatmaps', 'target_weight', ...).
+      global_batch: the global batch size.
+      shuffle_seed: None keeps the order; an int shuffles every epoch with
+        ``shuffle_seed + epoch``.
+      repeat: repeat forever (for a fixed number of steps on a small set).
+
+    Returns:
+      ``fn(input_context=None, epoch=0) -> tf.data.Dataset`` of per-replica batches; with n
+      input pipelines (workers), pipeline p takes examples p, p + n, p + 2n, ...
+    """
+    def dataset_fn(input_context=None, epoch=0):
+        dataset = tf.data.Dataset.from_tensor_slices(arrays)
+        if shuffle_seed is not None:
+            count = len(next(iter(arrays.values())))
+            dataset = dataset.shuffle(count, seed=int(shuffle_seed) + int(epoch),
+                                      reshuffle_each_iteration=False)
+        if repeat:
+            dataset = dataset.repeat()
+        if input_context is not None and input_context.num_input_pipelines > 1:
+            dataset = dataset.shard(input_context.num_input_pipelines,
+                                    input_context.input_pipeline_id)
+        batch = per_replica_batch_size(input_context, global_batch)
+        return dataset.batch(batch, drop_remainder=True).prefetch(2)
+    return dataset_fn
+
+
+def random_examples(count, input_size, heatmap_size, num_joints, seed=0):
+    """Random preprocessed images with one Gaussian per joint (benchmarks and tests).
+
+    Args:
+      count: number of examples.
+      input_size, heatmap_size: (height, width).
+      num_joints: K.
+      seed: numpy seed.
+
+    Returns:
+      dict: 'image' (count, H, W, 3) float32 in roughly the caffe-preprocessed range,
+      'heatmaps' (count, h, w, K) float32 sigma-2 Gaussians, 'target_weight' (count, K) ones.
+    """
+    rng = np.random.default_rng(seed)
+    height, width = heatmap_size
+    images = rng.uniform(-120, 130, (count, *input_size, 3)).astype(np.float32)
+    centers = rng.uniform([0, 0], [width - 1, height - 1], (count, num_joints, 2))
+    v, u = np.mgrid[0:height, 0:width]
+    squared = ((u[None, :, :, None] - centers[:, None, None, :, 0]) ** 2
+               + (v[None, :, :, None] - centers[:, None, None, :, 1]) ** 2)
+    heatmaps = np.exp(-squared / (2 * 2.0 ** 2)).astype(np.float32)
+    weights = np.ones((count, num_joints), np.float32)
+    return {"image": images, "heatmaps": heatmaps, "target_weight": weights}
+
+
+class TrainingData:
+    """The datasets of a config, as the trainer consumes them.
+
+    Attributes:
+      train_fn: ``fn(input_context, epoch)`` -> per-replica training batches (infinite).
+      val_fn: ``fn(input_context)`` -> validation batches on ground-truth boxes, or None.
+      steps_per_epoch: global batches per epoch (training people // global batch).
+      val_records, keypoints: validation records (the config's test boxes) and keypoint set
+        for the paper's evaluation, or None (the 'random' set).
+    """
+
+    def __init__(self, train_fn, val_fn, steps_per_epoch, val_records=None, keypoints=None):
+        self.train_fn = train_fn
+        self.val_fn = val_fn
+        self.steps_per_epoch = steps_per_epoch
+        self.val_records = val_records
+        self.keypoints = keypoints
+
+
+RANDOM_STEPS_PER_EPOCH = 4
+
+
+def _random_data(config):
+    global_batch = int(config.train.batch_size)
+    sizes = (tuple(config.model.input_size), tuple(config.model.heatmap_size),
+             int(config.model.num_joints))
+    train = random_examples(global_batch * RANDOM_STEPS_PER_EPOCH, *sizes,
+                            seed=int(config.train.seed))
+    val = random_examples(global_batch, *sizes, seed=int(config.train.seed) + 1)
+    return TrainingData(tensor_dataset_fn(train, global_batch, int(config.train.seed), True),
+                        tensor_dataset_fn(val, global_batch), RANDOM_STEPS_PER_EPOCH)
+
+
+def training_data_from_config(config):
+    """The training and validation data of ``config.dataset``.
+
+    ``dataset.name == 'random'`` gives in-memory random examples
+    (:data:`RANDOM_STEPS_PER_EPOCH` global batches per epoch; smoke tests and benchmarks);
+    every other name reads records with :func:`mrpose_tf.data.pipeline.read_split` once and
+    builds the augmented pipeline per epoch with seed ``train.seed + epoch``.
+
+    Args:
+      config: an experiment ConfigDict.
+
+    Returns:
+      :class:`TrainingData`.
+    """
+    if config.dataset.name == "random":
+        return _random_data(config)
+    from mrpose_tf.data.pipeline import build_dataset, read_split
+
+    train_records, keypoints = read_split(config, "train")
+    global_batch = int(config.train.batch_size)
+    steps_per_epoch = len(train_records) // global_batch
+    if steps_per_epoch < 1:
+        raise ValueError(f"{config.dataset.name}: {len(train_records)} training people in "
+                         f"{config.dataset.root} are fewer than one batch of {global_batch}")
+    gt_config = config.copy_and_resolve_references()
+    with gt_config.unlocked():
+        gt_config.test.use_gt_boxes = True  # loss/PCK need labelled joints
+    val_gt_records, _ = read_split(gt_config, "val")
+    val_records = val_gt_records
+    if not config.test.use_gt_boxes and config.test.detections:
+        val_records, _ = read_split(config, "val")
+    common = dict(keypoints=keypoints, input_size=tuple(config.model.input_size),
+                  heatmap_size=tuple(config.model.heatmap_size), sigma=float(config.model.sigma))
+    checked = []
+
+    def train_fn(input_context=None, epoch=0):
+        dataset = build_dataset(
+            train_records, train=True, batch_size=global_batch,
+            augment=config.augment.to_dict(), seed=int(config.train.seed) + int(epoch),
+            shuffle_buffer=int(config.train.shuffle_buffer), input_context=input_context,
+            repeat=True, check_files=not checked, **common)
+        checked.append(True)
+        return dataset
+
+    def val_fn(input_context=None):
+        return build_dataset(val_gt_records, train=False, batch_size=int(config.test.batch_size),
+                             input_context=input_context, drop_remainder=True,
+                             check_files=False, **common)
+
+    return TrainingData(train_fn, val_fn if len(val_gt_records) >= config.test.batch_size
+                        else None, steps_per_epoch, val_records, keypoints)
