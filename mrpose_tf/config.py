@@ -70,6 +70,8 @@ def base_config():
     c.train.eval_every_epochs = 10
     c.train.max_steps = -1               # -1: epochs * steps_per_epoch
     c.train.max_minutes = -1.0           # -1: no time budget
+    c.train.sync_batch_norm = True       # several replicas: BatchNorm over the global batch
+    c.train.best_metric = ""             # '' -> 'AP' (or PCKh 'Mean') with evaluation, else 'PCK'
 
     c.test = ml_collections.ConfigDict()
     c.test.batch_size = 32

@@ -54,7 +54,7 @@ def build_training_model(config, strategy, precision="float32"):
                                 backbone_weights=weights)
     finally:
         keras.config.set_dtype_policy(previous)
-    if strategy.num_replicas_in_sync > 1 and config.train.get("sync_batch_norm", True):
+    if strategy.num_replicas_in_sync > 1 and config.train.sync_batch_norm:
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.synchronized = True  # read at call time; the model code stays untouched
@@ -244,7 +244,8 @@ class Trainer:
         checkpoint_every = max(1, int(train.checkpoint_every_steps))
         eval_every = max(1, int(train.eval_every_epochs))
         budget = float(train.max_minutes) * 60.0 if float(train.max_minutes) > 0 else math.inf
-        best_metric = train.get("best_metric", "AP" if evaluate_fn else "PCK")
+        paper_metric = "Mean" if self.config.dataset.name == "mpii" else "AP"  # PCKh or OKS AP
+        best_metric = train.best_metric or (paper_metric if evaluate_fn else "PCK")
         writers = self._summary_writers()
         started = time.monotonic()
         interval_start, interval_steps, interval_loss = started, 0, 0.0
