@@ -241,3 +241,33 @@ def warp_affine_tf(image, matrix, output_size):
         images=images, transforms=transforms, output_shape=tf.cast(output_size, tf.int32),
         fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
     return warped if batched else warped[0]
+
+
+def warp_axis_aligned_tf(image, matrix, output_size):
+    """:func:`warp_affine_tf` for a matrix without rotation, ~2.5x faster (``crop_and_resize``).
+
+    ``matrix`` must map x to ``a x + t0`` and y to ``d y + t1`` (``a`` may be negative: a
+    mirrored crop). The image gets a 1-pixel zero border, so the samples, including the
+    blend with 0 just outside the image, are those of :func:`warp_affine_tf`.
+
+    Args:
+      image: (H, W, C) image, any real dtype.
+      matrix: (2, 3) forward matrix (input -> output) with zero off-diagonal terms.
+      output_size: (height, width) of the output.
+
+    Returns:
+      (out_h, out_w, C) float32.
+    """
+    import tensorflow as tf
+
+    matrix = tf.cast(matrix, tf.float32)
+    out_h, out_w = int(output_size[0]), int(output_size[1])
+    padded = tf.pad(tf.cast(image, tf.float32), [[1, 1], [1, 1], [0, 0]])
+    last_y = tf.cast(tf.shape(padded)[0] - 1, tf.float32)
+    last_x = tf.cast(tf.shape(padded)[1] - 1, tf.float32)
+    # Padded-image coordinates of the first and last output pixels, over the image extent.
+    x0, x1 = 1.0 - matrix[0, 2] / matrix[0, 0], 1.0 + (out_w - 1.0 - matrix[0, 2]) / matrix[0, 0]
+    y0, y1 = 1.0 - matrix[1, 2] / matrix[1, 1], 1.0 + (out_h - 1.0 - matrix[1, 2]) / matrix[1, 1]
+    box = tf.stack([y0 / last_y, x0 / last_x, y1 / last_y, x1 / last_x])
+    return tf.image.crop_and_resize(padded[None], box[None], [0], [out_h, out_w],
+                                    extrapolation_value=0.0)[0]

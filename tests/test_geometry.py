@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from mrpose_tf.geometry import (affine_points, affine_points_tf, affine_transform_tf,
-                                get_affine_transform, invert_affine_tf, warp_affine_tf)
+                                get_affine_transform, invert_affine_tf, warp_affine_tf,
+                                warp_axis_aligned_tf)
 
 
 def reference_affine(center, scale, rot, output_size, inv=False):
@@ -99,3 +100,18 @@ def test_warp_affine_tf_matches_cv2_bilinear(rot):
     got = warp_affine_tf(np.stack([image, image]), np.stack([shift, shift]), (10, 10)).numpy()
     np.testing.assert_array_equal(got[1, 5, 7], image[4, 5])
     np.testing.assert_array_equal(got[0, 0, 0], [0, 0, 0])  # outside the input: fill 0
+
+
+@pytest.mark.parametrize("matrix", [[[1.7, 0, -20.3], [0, 1.7, -5.2]],     # zoom in, off the edge
+                                    [[-0.6, 0, 70.1], [0, 0.6, 3.3]]])    # mirrored, zoom out
+def test_warp_axis_aligned_tf_matches_the_general_warp_and_cv2(matrix):
+    image = np.random.default_rng(4).integers(0, 256, (100, 80, 3)).astype(np.uint8)
+    m = np.float64(matrix)
+    got = warp_axis_aligned_tf(image, m, (64, 48)).numpy()
+    np.testing.assert_allclose(got, warp_affine_tf(image, m, (64, 48)).numpy(), atol=0.02)
+    want = cv2.warpAffine(image.astype(np.float32), m, (48, 64), flags=cv2.INTER_LINEAR)
+    assert np.abs(got - want).mean() < 0.5
+    # Hand check: x = 2 u + 1.5, y = 2 v reads the mean of columns 1 and 2 of row 2 v.
+    half = warp_axis_aligned_tf(image, np.float64([[0.5, 0, -0.75], [0, 0.5, 0]]), (4, 4)).numpy()
+    np.testing.assert_allclose(half[1, 0], (image[2, 1] + image[2, 2].astype(np.float32)) / 2,
+                               atol=1e-3)

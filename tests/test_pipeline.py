@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 
 from mrpose_tf.data.coco import read_coco
-from mrpose_tf.data.pipeline import (_augmentation, build_dataset, check_image_files,
-                                     make_skipped_counter)
+from mrpose_tf.data.pipeline import (_augmentation, _preprocess_batch, build_dataset,
+                                     check_image_files, make_skipped_counter)
 from mrpose_tf.geometry import get_affine_transform
-from mrpose_tf.preprocessing import BGR_MEAN
+from mrpose_tf.preprocessing import BGR_MEAN, preprocess
 from tests.test_targets import reference_targets
 
 INPUT, HEATMAP = (128, 96), (32, 24)
@@ -67,11 +67,12 @@ def test_eval_crops_match_cv2_and_targets_match_reference(coco):
         assert e["image_id"] == record.image_id and not e["flipped"]
 
 
-def test_train_crops_with_rotation_and_flip_match_cv2(coco):
+@pytest.mark.parametrize("opencv_warp", [True, False])
+def test_train_crops_with_rotation_and_flip_match_cv2(coco, opencv_warp):
     records, spec, _ = coco
     # shuffle_buffer=1: element i is record i, so each crop can be checked against cv2.
     out = elements(build(records, spec, train=True, augment=AUG, seed=3, shuffle_buffer=1,
-                         drop_remainder=False))
+                         drop_remainder=False, opencv_warp=opencv_warp))
     assert len(out) == 14
     flips = 0
     for record, e in zip(records, out):
@@ -107,6 +108,13 @@ def test_train_crops_with_rotation_and_flip_match_cv2(coco):
         np.testing.assert_array_equal(e["target_weight"], weights)
         np.testing.assert_allclose(e["heatmaps"], maps, atol=1e-4)
     assert 0 < flips < 14
+
+
+def test_batch_preprocessing_equals_preprocess():
+    images = np.random.default_rng(0).integers(0, 256, (2, 8, 6, 3)).astype(np.uint8)
+    want = images[..., ::-1].astype(np.float32) - np.float32(BGR_MEAN)
+    np.testing.assert_allclose(_preprocess_batch(images).numpy(), want, atol=1e-4)
+    np.testing.assert_allclose(preprocess(images), want, atol=1e-4)
 
 
 def test_augmentation_draws_follow_the_recipe():
