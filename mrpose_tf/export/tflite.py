@@ -1,0 +1,93 @@
+"""TFLite conversion (fp32 / fp16 / full-integer int8) and a LiteRT runner.
+
+Every model is converted from a batch-1 concrete function of the sub-pixel inference model
+(:func:`mrpose_tf.export.subpixel.inference_model`): a fixed batch keeps the converter from
+emitting SHAPE/STRIDED_SLICE/PACK around the convolutions, and plain convolutions stay on
+XNNPACK's fast path. Inputs and outputs stay float32 (preprocessed crops -> heatmaps); the
+int8 model quantizes/dequantizes at its two ends and runs int8 everywhere in between.
+"""
+import os
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+QUANTIZATIONS = ("fp32", "fp16", "int8")
+
+
+def convert_to_tflite(model, quantization="fp32", representative_crops=None):
+    """Serialized TFLite flatbuffer of ``model`` with a fixed batch of 1.
+
+    Args:
+      model: a keras model (N, H, W, 3) float32 -> (N, h, w, K); pass the sub-pixel
+        :func:`~mrpose_tf.export.subpixel.inference_model` for speed.
+      quantization: 'fp32', 'fp16' (float16 weights) or 'int8' (full-integer, calibrated).
+      representative_crops: (N, H, W, 3) preprocessed float32 crops; required for 'int8'.
+
+    Returns:
+      bytes of the .tflite model.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantization {quantization!r}; valid: {QUANTIZATIONS}")
+    _, height, width, channels = model.input.shape
+    spec = tf.TensorSpec((1, height, width, channels), tf.float32, name="image")
+    with tempfile.TemporaryDirectory() as tmp:
+        # Through a batch-1 SavedModel: the converter then freezes every variable.
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serving_default",
+                             lambda image: {"heatmaps": model(image, training=False)}, [spec])
+        archive.write_out(os.path.join(tmp, "model"), verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(os.path.join(tmp, "model"))
+        return _convert(converter, quantization, representative_crops, (height, width, channels))
+
+
+def _convert(converter, quantization, representative_crops, crop_shape):
+    height, width, channels = crop_shape
+    if quantization == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "int8":
+        crops = np.asarray(representative_crops if representative_crops is not None else [],
+                           np.float32)
+        if crops.ndim != 4 or len(crops) == 0 or crops.shape[1:] != (height, width, channels):
+            raise ValueError(f"int8 needs representative crops of shape (N, {height}, {width}, "
+                             f"{channels}), got {crops.shape}")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([crop[None]] for crop in crops)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return converter.convert()
+
+
+def litert_interpreter(model_path_or_bytes, num_threads=2):
+    """A LiteRT interpreter (XNNPACK delegate, ``num_threads`` threads), tensors allocated."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    if isinstance(model_path_or_bytes, (bytes, bytearray)):
+        interpreter = Interpreter(model_content=bytes(model_path_or_bytes),
+                                  num_threads=num_threads)
+    else:
+        interpreter = Interpreter(model_path=str(model_path_or_bytes), num_threads=num_threads)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def run_tflite(interpreter, crops):
+    """Heatmaps of preprocessed crops, one crop per invocation (the models have batch 1).
+
+    Args:
+      interpreter: from :func:`litert_interpreter`.
+      crops: (N, H, W, 3) float32 preprocessed crops.
+
+    Returns:
+      (N, h, w, K) float32 heatmaps.
+    """
+    (source,) = interpreter.get_input_details()
+    (target,) = interpreter.get_output_details()
+    out = []
+    for crop in np.asarray(crops, np.float32):
+        interpreter.set_tensor(source["index"], crop[None])
+        interpreter.invoke()
+        out.append(interpreter.get_tensor(target["index"])[0].copy())
+    return np.stack(out) if out else np.zeros((0,) + tuple(target["shape"][1:]), np.float32)

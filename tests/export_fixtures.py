@@ -1,0 +1,99 @@
+"""One small exported model shared by tests/test_export.py and tests/test_tflite_infer.py."""
+import atexit
+import functools
+import json
+import os
+import shutil
+import tempfile
+
+import cv2
+import keras
+import numpy as np
+
+from tests.conftest import SHARED_DATA
+
+INPUT_SIZE = (64, 64)
+
+
+def small_config():
+    """COCO keypoints (K=17, flip test on) at a tiny 64x64 input."""
+    from mrpose_tf.config import base_config
+
+    config = base_config()
+    config.model.input_size = INPUT_SIZE
+    config.model.heatmap_size = (INPUT_SIZE[0] // 4, INPUT_SIZE[1] // 4)
+    config.model.backbone_weights = None
+    config.dataset.root = os.path.join(SHARED_DATA, "coco_sample")
+    config.dataset.val_annotations = "test_coco.json"
+    config.dataset.val_images = "."
+    config.test.use_gt_boxes = True
+    return config
+
+
+def coco_sample_people():
+    """[(image RGB uint8, image path, GT boxes (M, 4) float32)] of the 4 COCO sample images."""
+    root = os.path.join(SHARED_DATA, "coco_sample")
+    with open(os.path.join(root, "test_coco.json")) as f:
+        data = json.load(f)
+    out = []
+    for entry in data["images"]:
+        path = os.path.join(root, entry["file_name"])
+        boxes = [a["bbox"] for a in data["annotations"] if a["image_id"] == entry["id"]]
+        image = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+        out.append((image, path, np.asarray(boxes, np.float32).reshape(-1, 4)))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def exported_small_model():
+    """(model, config, paths): SimpleBaseline-R50 64x64 K=17: SavedModel, TFLite fp32 and int8.
+
+    The head's final conv gets larger random weights so that the heatmaps have clear,
+    content-dependent peaks (the default std 0.001 gives nearly flat maps).
+    """
+    from mrpose_tf import build_model
+    from mrpose_tf.export import export_model
+
+    keras.utils.set_random_seed(7)
+    model = build_model("simple_baseline", "resnet50", num_joints=17, input_size=INPUT_SIZE)
+    final = model.get_layer("final")
+    final.kernel.assign(np.random.default_rng(0).normal(0, 0.05, final.kernel.shape))
+    config = small_config()
+    config.export.representative_samples = 14
+    calibration = None  # the default: crops of the (sample) validation set
+    if not os.path.isdir(config.dataset.root):
+        rng = np.random.default_rng(1)
+        calibration = rng.normal(0, 60, (8,) + INPUT_SIZE + (3,)).astype(np.float32)
+    output_dir = tempfile.mkdtemp(prefix="mrpose_export_test_")
+    atexit.register(shutil.rmtree, output_dir, True)
+    paths = export_model(model, config, output_dir, ("saved_model", "tflite_fp32", "tflite_int8"),
+                         representative_crops=calibration)
+    return model, config, paths
+
+
+def peaked_probe_model(num_joints=17, flip_pairs=(), input_size=INPUT_SIZE):
+    """A stand-in pose model whose heatmaps have one clear, content-modulated peak per joint.
+
+    heatmap_k = gaussian(centre_k) * (1 + 0.005 * tanh(content_k / 50)), where content_k is a
+    fixed 1x1 mix of the 4x4-pooled crop. A random-weight network gives nearly flat heatmaps
+    whose argmax jumps under sub-grey-level crop differences; this probe keeps every
+    keypoint well defined (centres 0.3 px off the grid, so the quarter-pixel step is clear)
+    while still depending on the crop. Flip partners sit at mirrored centres (x -> w - x,
+    the mirror plus the reference's one-pixel shift), so the flip test keeps one peak.
+    """
+    h, w = input_size[0] // 4, input_size[1] // 4
+    rng = np.random.default_rng(3)
+    centres = {k: (rng.integers(3, w - 3) + 0.3, rng.integers(3, h - 3) + 0.3)
+               for k in range(num_joints)}
+    for a, b in flip_pairs:
+        centres[b] = (w - centres[a][0], centres[a][1])
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    prior = np.stack([np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 8.0)
+                      for cx, cy in (centres[k] for k in range(num_joints))], axis=-1)
+    inputs = keras.Input(input_size + (3,), name="image")
+    pooled = keras.layers.AveragePooling2D(4)(inputs)
+    content = keras.layers.Conv2D(num_joints, 1, name="content")(pooled)
+    modulation = 1.0 + 0.005 * keras.ops.tanh(content / 50.0)
+    heatmaps = keras.layers.Activation("linear", name="heatmaps")(
+        modulation * keras.ops.convert_to_tensor(prior[None].astype(np.float32)))
+    return keras.Model(inputs, heatmaps, name="peaked_probe")

@@ -1,0 +1,290 @@
+"""Export: sub-pixel deconvs, SavedModel signatures, TFLite parity, bad requests."""
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import mrpose_tf
+from mrpose_tf.export import inference_model, subpixel_kernels
+from mrpose_tf.export.subpixel import SubPixelDeconv
+from mrpose_tf.export.tflite import litert_interpreter, run_tflite
+from mrpose_tf.inference import Predictor
+from mrpose_tf.models import ARCHITECTURES
+from tests.conftest import REPO_ROOT
+from tests.export_fixtures import (INPUT_SIZE, coco_sample_people, exported_small_model,
+                                   peaked_probe_model)
+
+
+@pytest.fixture(scope="module")
+def exported():
+    return exported_small_model()
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+    return tf.saved_model.load(exported[2]["saved_model"])
+
+
+@pytest.fixture(scope="module")
+def probe(exported, tmp_path_factory):
+    """(probe model, its loaded SavedModel): clear heatmap peaks, for keypoint parity."""
+    from mrpose_tf.export import export_saved_model
+
+    model = peaked_probe_model(17, mrpose_tf.keypoints.COCO.flip_pairs)
+    path = export_saved_model(model, exported[1], str(tmp_path_factory.mktemp("probe")))
+    return model, tf.saved_model.load(path)
+
+
+def _crops(n=2, seed=0):
+    return np.random.default_rng(seed).normal(0, 60, (n,) + INPUT_SIZE + (3,)).astype(np.float32)
+
+
+def _transposed_conv_numpy(x, kernel):
+    """Independent scatter form of Conv2DTranspose(k4, s2, 'same'): out[2i + t - 1] += x[i] w[t]."""
+    n, h, w, _ = x.shape
+    out = np.zeros((n, 2 * h + 2, 2 * w + 2, kernel.shape[2]))
+    for ty in range(4):
+        for tx in range(4):
+            contribution = np.einsum("nhwi,oi->nhwo", x, kernel[ty, tx])
+            out[:, ty:ty + 2 * h:2, tx:tx + 2 * w:2] += contribution
+    return out[:, 1:2 * h + 1, 1:2 * w + 1]
+
+
+def test_subpixel_deconv_equals_transposed_conv_on_random_inputs():
+    rng = np.random.default_rng(0)
+    for h, w, cin, cout in [(3, 5, 4, 6), (8, 6, 16, 8), (1, 1, 2, 3)]:
+        x = rng.normal(size=(2, h, w, cin)).astype(np.float32)
+        layer = keras.layers.Conv2DTranspose(cout, 4, strides=2, padding="same", use_bias=False)
+        expected = layer(x).numpy()
+        kernel = layer.kernel.numpy()
+        np.testing.assert_allclose(_transposed_conv_numpy(x, kernel), expected, atol=1e-5)
+        bias = rng.normal(size=cout).astype(np.float32)
+        got = SubPixelDeconv(subpixel_kernels(kernel), bias)(x).numpy()
+        np.testing.assert_allclose(got, expected + bias, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_inference_model_equals_training_model_for_every_arch(arch):
+    keras.backend.clear_session()
+    rng = np.random.default_rng(1)
+    model = mrpose_tf.build_model(arch, "resnet50", num_joints=3, input_size=(64, 32))
+    for layer in model.layers:  # non-trivial BN statistics and deconv kernels
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, .1, n),
+                               rng.normal(0, .1, n), rng.uniform(0.5, 2, n)])
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            layer.kernel.assign(rng.normal(0, 0.05, layer.kernel.shape))
+    fast = inference_model(model)
+    num_deconvs = sum(isinstance(l, keras.layers.Conv2DTranspose) for l in model.layers)
+    assert sum(isinstance(l, SubPixelDeconv) for l in fast.layers) == num_deconvs
+    assert not any(isinstance(l, keras.layers.Conv2DTranspose) for l in fast.layers)
+    x = rng.normal(0, 60, (2, 64, 32, 3)).astype(np.float32)
+    expected = model.predict_on_batch(x)
+    got = fast.predict_on_batch(x)
+    assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+def test_saved_model_serving_default_equals_keras(exported, loaded):
+    model = exported[0]
+    crops = _crops(3)
+    expected = model.predict_on_batch(crops)
+    got = loaded.signatures["serving_default"](image=tf.constant(crops))["heatmaps"].numpy()
+    assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+def test_saved_model_cli_shows_signatures_and_reloads_in_fresh_process(exported, tmp_path):
+    model, _, paths = exported
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run([cli, "show", "--dir", paths["saved_model"], "--all"],
+                           capture_output=True, text=True, check=True).stdout
+    for name in ("serving_default", "keypoints", "keypoints_encoded", "heatmaps", "scores",
+                 "image_bytes", "boxes"):
+        assert name in shown, name
+    crops = _crops(2, seed=3)
+    np.save(tmp_path / "crops.npy", crops)
+    script = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        "m = tf.saved_model.load(sys.argv[1])\n"
+        "x = np.load(sys.argv[2])\n"
+        "np.save(sys.argv[3], m.signatures['serving_default'](image=tf.constant(x))"
+        "['heatmaps'].numpy())\n")
+    subprocess.run([sys.executable, "-c", script, paths["saved_model"],
+                    str(tmp_path / "crops.npy"), str(tmp_path / "out.npy")], check=True,
+                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    expected = model.predict_on_batch(crops)
+    got = np.load(tmp_path / "out.npy")
+    assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+def _signature_and_python_keypoints(loaded, model, flip_test=True):
+    predictor = Predictor(model, INPUT_SIZE, mrpose_tf.keypoints.COCO.flip_pairs,
+                          flip_test=flip_test)
+    for image, path, boxes in coco_sample_people():
+        expected = predictor(image, boxes)
+        out = loaded.signatures["keypoints"](image=tf.constant(image), boxes=tf.constant(boxes))
+        with open(path, "rb") as f:
+            encoded = loaded.signatures["keypoints_encoded"](image_bytes=tf.constant(f.read()),
+                                                             boxes=tf.constant(boxes))
+        yield boxes, expected, out, encoded
+
+
+def test_keypoints_signatures_equal_python_decode_path_on_coco_samples(probe, coco_sample_dir):
+    people = 0
+    model, loaded = probe
+    for boxes, (expected, expected_scores), *results in _signature_and_python_keypoints(
+            loaded, model):
+        for result in results:
+            assert result["keypoints"].shape == (len(boxes), 17, 2)
+            assert np.abs(result["keypoints"].numpy() - expected).max() <= 0.5
+            np.testing.assert_allclose(result["scores"].numpy(), expected_scores, rtol=1e-3)
+        people += len(boxes)
+    assert people == 14
+
+
+def test_keypoints_signature_of_a_random_network_mostly_agrees(exported, loaded,
+                                                               coco_sample_dir):
+    # Random-weight heatmaps are nearly flat noise: the OpenCV and TF bilinear crops differ
+    # by a fraction of a grey level, which can move a near-tie argmax; most joints agree.
+    errors, score_errors = [], []
+    for _, (expected, expected_scores), out, _ in _signature_and_python_keypoints(
+            loaded, exported[0]):
+        errors.append(np.abs(out["keypoints"].numpy() - expected).max(axis=-1).ravel())
+        score_errors.append(np.abs(out["scores"].numpy() - expected_scores).ravel()
+                            / np.abs(expected_scores).max())
+    errors = np.concatenate(errors)
+    assert np.mean(errors <= 0.5) >= 0.9, np.sort(errors)[-10:]
+    assert np.max(np.concatenate(score_errors)) <= 0.03
+
+
+def test_keypoints_signature_without_flip_test_matches_too(exported, probe, tmp_path,
+                                                           coco_sample_dir):
+    from mrpose_tf.export import export_saved_model
+
+    no_flip = exported[1].copy_and_resolve_references()
+    no_flip.test.flip_test = False
+    loaded = tf.saved_model.load(export_saved_model(probe[0], no_flip, str(tmp_path / "sm")))
+    people = 0
+    for boxes, (expected, _), out, _ in _signature_and_python_keypoints(loaded, probe[0],
+                                                                         flip_test=False):
+        assert np.abs(out["keypoints"].numpy() - expected).max() <= 0.5
+        people += len(boxes)
+    assert people == 14
+
+
+def test_tflite_fp32_equals_keras_and_has_no_transposed_conv(exported):
+    model, _, paths = exported
+    crops = _crops(2, seed=5)
+    expected = model.predict_on_batch(crops)
+    interpreter = litert_interpreter(paths["tflite_fp32"])
+    assert interpreter.get_input_details()[0]["shape"].tolist() == [1, *INPUT_SIZE, 3]
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert "TRANSPOSE_CONV" not in ops and "DEPTH_TO_SPACE" in ops
+    got = run_tflite(interpreter, crops)
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+def test_tflite_int8_is_full_integer_and_close_to_fp32(exported):
+    model, _, paths = exported
+    interpreter = litert_interpreter(paths["tflite_int8"])
+    conv_types = {interpreter.get_tensor_details()[op["inputs"][1]]["dtype"]
+                  for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"}
+    assert conv_types == {np.int8}
+    crops = _crops(2, seed=6)
+    expected = model.predict_on_batch(crops)
+    got = run_tflite(interpreter, crops)
+    correlation = np.corrcoef(got.ravel(), expected.ravel())[0, 1]
+    assert correlation > 0.9, correlation
+    assert os.path.getsize(paths["tflite_int8"]) < 0.35 * os.path.getsize(paths["tflite_fp32"])
+
+
+def test_compare_int8_fp32_is_one_for_identical_models(exported, coco_sample_dir):
+    from mrpose_tf.export import compare_int8_fp32
+
+    _, config, paths = exported
+    same = compare_int8_fp32(paths["tflite_fp32"], paths["tflite_fp32"], config, max_people=4)
+    assert same["people"] == 4 and same["mean_oks"] == pytest.approx(1.0)
+    assert same["ap_fp32"] == same["ap_int8"]
+    quantized = compare_int8_fp32(paths["tflite_fp32"], paths["tflite_int8"], config,
+                                  max_people=4)
+    assert 0.0 <= quantized["mean_oks"] <= 1.0
+
+
+def test_export_info_records_what_the_deployment_kit_needs(exported):
+    _, _, paths = exported
+    with open(paths["export_info"]) as f:
+        info = json.load(f)
+    assert info["input_size"] == list(INPUT_SIZE) and info["num_joints"] == 17
+    assert info["flip_pairs"][0] == [1, 2] and info["box_padding"] == 1.25
+
+
+# --- bad requests: a clear error or an empty result, never a crash ---------------------------
+
+def _keypoints(loaded, image, boxes):
+    return loaded.signatures["keypoints"](image=tf.constant(image), boxes=tf.constant(boxes))
+
+
+def test_zero_boxes_give_empty_results(loaded):
+    out = _keypoints(loaded, np.zeros((40, 30, 3), np.uint8), np.zeros((0, 4), np.float32))
+    assert out["keypoints"].shape == (0, 17, 2) and out["scores"].shape == (0, 17)
+
+
+def test_box_outside_the_image_gives_finite_keypoints(loaded):
+    out = _keypoints(loaded, np.full((40, 30, 3), 90, np.uint8),
+                     np.array([[500, 600, 20, 40], [-100, -50, 10, 10]], np.float32))
+    assert out["keypoints"].shape == (2, 17, 2)
+    assert np.all(np.isfinite(out["keypoints"].numpy()))
+
+
+@pytest.mark.parametrize("boxes, message", [
+    (np.array([[1, 2, 0, 10]], np.float32), "box width and height must be > 0"),
+    (np.array([[1, 2, np.nan, 10]], np.float32), "boxes must be finite"),
+])
+def test_invalid_boxes_fail_with_a_message(loaded, boxes, message):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        _keypoints(loaded, np.zeros((40, 30, 3), np.uint8), boxes)
+
+
+def test_empty_image_fails_with_a_message(loaded):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image must not be empty"):
+        _keypoints(loaded, np.zeros((0, 30, 3), np.uint8), np.ones((1, 4), np.float32))
+
+
+def test_non_image_bytes_fail_with_invalid_argument(loaded):
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        loaded.signatures["keypoints_encoded"](image_bytes=tf.constant(b"not an image"),
+                                               boxes=tf.constant(np.ones((1, 4), np.float32)))
+
+
+@pytest.mark.parametrize("signature, inputs", [
+    ("keypoints", dict(image=np.zeros((40, 30, 3), np.float32),
+                       boxes=np.ones((1, 4), np.float32))),
+    ("keypoints", dict(image=np.zeros((40, 30), np.uint8), boxes=np.ones((1, 4), np.float32))),
+    ("keypoints", dict(image=np.zeros((40, 30, 4), np.uint8), boxes=np.ones((1, 4), np.float32))),
+    ("keypoints", dict(image=np.zeros((40, 30, 3), np.uint8), boxes=np.ones((1, 3), np.float32))),
+    ("keypoints", dict(image=np.zeros((40, 30, 3), np.uint8), boxes=np.ones((4,), np.float32))),
+    ("keypoints_encoded", dict(image_bytes=np.array([b"a", b"b"]),
+                               boxes=np.ones((1, 4), np.float32))),
+    ("serving_default", dict(image=np.zeros((1, 32, 32, 3), np.float32))),
+    ("serving_default", dict(image=np.zeros((1, 64, 64, 3), np.uint8))),
+])
+def test_wrong_dtype_shape_or_rank_is_rejected(loaded, signature, inputs):
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
+        loaded.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+
+
+def test_export_script_writes_the_requested_formats(tmp_path):
+    config = os.path.join(REPO_ROOT, "configs", "coco", "simple_baseline_resnet50_256x192.py")
+    subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "export.py"),
+                    f"--config={config}", "--config.model.input_size=(64,64)",
+                    "--config.model.num_joints=3", "--config.dataset.flip_pairs=((0,1),)",
+                    f"--output_dir={tmp_path}", "--formats=tflite_fp32"],
+                   check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    interpreter = litert_interpreter(tmp_path / "model_fp32.tflite")
+    assert interpreter.get_output_details()[0]["shape"].tolist() == [1, 16, 16, 3]
+    assert sorted(os.listdir(tmp_path)) == ["export_info.json", "model_fp32.tflite"]
