@@ -18,7 +18,7 @@ setup(
         "tensorflow-datasets>=4.9",
         "importlib_resources",  # needed by tensorflow-datasets builders, not always pulled in
         "numpy",
-        "opencv-python-headless",
+        "opencv-python-headless>=4.8,<5",  # 5.x dropped the HOG person detector (demo)
         "pycocotools",
         "absl-py",
         "ml-collections",
