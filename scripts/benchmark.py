@@ -325,20 +325,43 @@ def _timed(fn, runs, warmup):
     return float(sorted(times)[len(times) // 2])
 
 
+def _calibrate_batch_norm(model, crops):
+    """Set every BatchNormalization's moving statistics to its batch statistics on ``crops``.
+
+    A random-weight network keeps the initial statistics (mean 0, variance 1), so its branches
+    end up orders of magnitude apart, unlike a trained one; int8 then sees scales that no
+    trained model has (an MRFeaNet2 int8 ADD of two such branches falls outside XNNPACK).
+    """
+    import keras
+
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(crops, training=True)
+    for layer, momentum in zip(norms, momenta):
+        layer.momentum = momentum
+
+
 def _inference_runners(arch, args, workdir):
-    """{runtime: (run batch-1 fn, run batch-16 fn)} for one architecture (random weights)."""
+    """{runtime: (run batch-1 fn, run batch-16 fn)} for one architecture (random weights).
+
+    TFLite runtimes also get ``xnnpack_partitions`` (attribute of the batch-1 fn): the number
+    of XNNPACK delegate partitions (1: the whole graph runs in XNNPACK).
+    """
     import numpy as np
     import tensorflow as tf
 
     from mrpose_tf.config import base_config
     from mrpose_tf.export import export_saved_model, inference_model
-    from mrpose_tf.export.tflite import convert_to_tflite, litert_interpreter
+    from mrpose_tf.export.tflite import convert_all, delegation, litert_interpreter
     from mrpose_tf.models import build_model
 
     rng = np.random.default_rng(0)
     one = rng.normal(0, 60, (1,) + INPUT_SIZE + (3,)).astype(np.float32)
     sixteen = rng.normal(0, 60, (16,) + INPUT_SIZE + (3,)).astype(np.float32)
     model = build_model(arch, "resnet50", 17, INPUT_SIZE, backbone_weights=None)
+    _calibrate_batch_norm(model, sixteen[:4])
     graph = tf.function(lambda x: model(x, training=False))
     runners = {"keras": (lambda: graph(one).numpy(), lambda: graph(sixteen).numpy())}
     if "saved_model" in args.runtimes:
@@ -348,14 +371,14 @@ def _inference_runners(arch, args, workdir):
             model, config, os.path.join(workdir, arch))).signatures["serving_default"]
         runners["saved_model"] = (lambda: serving(image=tf.constant(one)),
                                   lambda: serving(image=tf.constant(sixteen)))
-    variants = [(r, r.split("_")[1], inference_model(model)) for r in args.runtimes
-                if r.startswith("tflite_")]
+    names = [r for r in args.runtimes if r.startswith("tflite_")]
+    converted = convert_all(inference_model(model), [r.split("_")[1] for r in names],
+                            sixteen[:args.calibration_crops])
+    flatbuffers = {name: converted[name.split("_")[1]] for name in names}
     if args.naive_tflite:  # the plain TRANSPOSE_CONV conversion, to compare
-        variants.append(("tflite_fp32_naive", "fp32", model))
-    for name, quantization, source in variants:
-        interpreter = litert_interpreter(
-            convert_to_tflite(source, quantization, sixteen[:args.calibration_crops]),
-            num_threads=args.threads)
+        flatbuffers["tflite_fp32_naive"] = convert_all(model, ["fp32"])["fp32"]
+    for name, flatbuffer in flatbuffers.items():
+        interpreter = litert_interpreter(flatbuffer, num_threads=args.threads)
         (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
 
         def run(batch, interpreter=interpreter, inp=inp, out=out):
@@ -364,7 +387,11 @@ def _inference_runners(arch, args, workdir):
                 interpreter.invoke()
                 interpreter.get_tensor(out["index"])
 
-        runners[name] = (lambda run=run: run(one), lambda run=run: run(sixteen))
+        def batch1(run=run):
+            run(one)
+
+        batch1.xnnpack_partitions = delegation(interpreter)[0]
+        runners[name] = (batch1, lambda run=run: run(sixteen))
     return runners
 
 
@@ -392,17 +419,21 @@ def cmd_inference(args):
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    latency, throughput = {}, {}
+    latency, throughput, partitions = {}, {}, {}
     with tempfile.TemporaryDirectory() as workdir:
         for arch in args.archs:
             runners = {**_inference_runners(arch, args, workdir),
                        **_torch_inference_runners(arch, args.threads)}
-            latency[arch], throughput[arch] = {}, {}
+            latency[arch], throughput[arch], partitions[arch] = {}, {}, {}
             for name, (batch1, batch16) in runners.items():
                 latency[arch][name] = _timed(batch1, args.runs, args.warmup)
                 throughput[arch][name] = 16e3 / _timed(batch16, max(3, args.runs // 4), 1)
+                delegated = ""
+                if hasattr(batch1, "xnnpack_partitions"):
+                    partitions[arch][name] = batch1.xnnpack_partitions
+                    delegated = f"   XNNPACK partitions: {batch1.xnnpack_partitions}"
                 print(f"{arch:<16}{name:<20}{latency[arch][name]:>10.1f} ms"
-                      f"{throughput[arch][name]:>10.1f} img/s (batch 16)", flush=True)
+                      f"{throughput[arch][name]:>10.1f} img/s (batch 16){delegated}", flush=True)
     if not any("torch" in by_runtime for by_runtime in latency.values()):
         print("torch/torchvision not installed: PyTorch column skipped")
     print(f"ResNet-50, {INPUT_SIZE[0]}x{INPUT_SIZE[1]}, random weights, {args.threads} threads; "
@@ -410,6 +441,7 @@ def cmd_inference(args):
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"latency_ms": latency, "throughput_b16": throughput,
+                       "xnnpack_partitions": partitions,
                        "threads": args.threads, "runs": args.runs}, f, indent=2)
 
 

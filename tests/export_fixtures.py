@@ -4,6 +4,7 @@ import functools
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 
 import cv2
@@ -44,16 +45,55 @@ def coco_sample_people():
     return out
 
 
-@functools.lru_cache(maxsize=None)
-def exported_small_model():
+class BackgroundRun:
+    """A subprocess started now and checked later, so that it overlaps with in-process work.
+
+    The export tests spend most of their time in single-threaded TensorFlow work (tracing,
+    TFLite conversion); their subprocesses (a fresh TensorFlow import each) run meanwhile on
+    the second core. Killed at exit if nobody waited for it.
+    """
+
+    def __init__(self, command, cwd=None):
+        self.command = command
+        self.process = subprocess.Popen(
+            command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        atexit.register(self._stop)
+
+    def _stop(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    @functools.cached_property
+    def stdout(self):
+        """Waits for the process; its stdout. Raises CalledProcessError (with stderr) if it failed."""
+        stdout, stderr = self.process.communicate()
+        if self.process.returncode:
+            raise subprocess.CalledProcessError(self.process.returncode, self.command,
+                                                stdout, stderr)
+        return stdout
+
+
+_EXPORTED = []
+
+
+def exported_small_model(after_saved_model=None):
     """(model, config, paths): SimpleBaseline-R50 64x64 K=17: SavedModel, TFLite fp32 and int8.
 
-    The head's final conv gets larger random weights so that the heatmaps have clear,
-    content-dependent peaks (the default std 0.001 gives nearly flat maps).
+    Built once per test session (cached). The head's final conv gets larger random weights so
+    that the heatmaps have clear, content-dependent peaks (the default std 0.001 gives nearly
+    flat maps).
+
+    Args:
+      after_saved_model: optional ``fn(model, paths)`` called once the SavedModel is written,
+        before the (slower) TFLite conversions, e.g. to start a :class:`BackgroundRun` on it.
     """
     from mrpose_tf import build_model
     from mrpose_tf.export import export_model
 
+    if _EXPORTED:
+        return _EXPORTED[0]
     keras.utils.set_random_seed(7)
     model = build_model("simple_baseline", "resnet50", num_joints=17, input_size=INPUT_SIZE)
     final = model.get_layer("final")
@@ -66,9 +106,13 @@ def exported_small_model():
         calibration = rng.normal(0, 60, (8,) + INPUT_SIZE + (3,)).astype(np.float32)
     output_dir = tempfile.mkdtemp(prefix="mrpose_export_test_")
     atexit.register(shutil.rmtree, output_dir, True)
-    paths = export_model(model, config, output_dir, ("saved_model", "tflite_fp32", "tflite_int8"),
-                         representative_crops=calibration)
-    return model, config, paths
+    paths = export_model(model, config, output_dir, ("saved_model",))
+    if after_saved_model is not None:
+        after_saved_model(model, paths)
+    paths.update(export_model(model, config, output_dir, ("tflite_fp32", "tflite_int8"),
+                              representative_crops=calibration))
+    _EXPORTED.append((model, config, paths))
+    return _EXPORTED[0]
 
 
 def peaked_probe_model(num_joints=17, flip_pairs=(), input_size=INPUT_SIZE):

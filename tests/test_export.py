@@ -1,7 +1,6 @@
 """Export: sub-pixel deconvs, SavedModel signatures, TFLite parity, bad requests."""
 import json
 import os
-import subprocess
 import sys
 
 import keras
@@ -12,17 +11,58 @@ import tensorflow as tf
 import mrpose_tf
 from mrpose_tf.export import inference_model, subpixel_kernels
 from mrpose_tf.export.subpixel import SubPixelDeconv
-from mrpose_tf.export.tflite import litert_interpreter, run_tflite
+from mrpose_tf.export.tflite import delegation, litert_interpreter, run_tflite
 from mrpose_tf.inference import Predictor
 from mrpose_tf.models import ARCHITECTURES
 from tests.conftest import REPO_ROOT
-from tests.export_fixtures import (INPUT_SIZE, coco_sample_people, exported_small_model,
-                                   peaked_probe_model)
+from tests.export_fixtures import (INPUT_SIZE, BackgroundRun, coco_sample_people,
+                                   exported_small_model, peaked_probe_model)
+
+
+# Subprocesses started early so that they overlap with the fixture's TFLite conversions.
+BACKGROUND = {}
+CLI_CROPS_SEED = 3
+
+
+def _start_export_script(output_dir):
+    config = os.path.join(REPO_ROOT, "configs", "coco", "simple_baseline_resnet50_256x192.py")
+    return BackgroundRun([
+        sys.executable, os.path.join(REPO_ROOT, "scripts", "export.py"), f"--config={config}",
+        "--config.model.input_size=(64,64)", "--config.model.num_joints=3",
+        "--config.dataset.flip_pairs=((0,1),)", f"--output_dir={output_dir}",
+        "--formats=tflite_fp32"])
+
+
+def _start_cli_and_reload(saved_model, workdir):
+    """saved_model_cli's own entry point (`show --all`), then a reload + serving_default run,
+    in one fresh process (one TensorFlow import)."""
+    np.save(os.path.join(workdir, "crops.npy"), _crops(2, seed=CLI_CROPS_SEED))
+    script = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        "from tensorflow.python.tools import saved_model_cli\n"
+        "model_dir, workdir = sys.argv[1:]\n"
+        "sys.argv = ['saved_model_cli', 'show', '--dir', model_dir, '--all']\n"
+        "try:\n"
+        "    saved_model_cli.main()\n"
+        "except SystemExit as done:\n"          # absl's app.run always exits
+        "    assert not done.code, done.code\n"
+        "m = tf.saved_model.load(model_dir)\n"
+        "x = np.load(workdir + '/crops.npy')\n"
+        "np.save(workdir + '/out.npy', m.signatures['serving_default'](image=tf.constant(x))"
+        "['heatmaps'].numpy())\n")
+    return BackgroundRun([sys.executable, "-c", script, saved_model, str(workdir)])
 
 
 @pytest.fixture(scope="module")
-def exported():
-    return exported_small_model()
+def exported(tmp_path_factory):
+    script_dir = tmp_path_factory.mktemp("export_script")
+    BACKGROUND["script"] = (_start_export_script(script_dir), script_dir)
+    cli_dir = tmp_path_factory.mktemp("cli")
+
+    def start_cli(model, paths):
+        BACKGROUND["cli"] = (_start_cli_and_reload(paths["saved_model"], cli_dir), cli_dir)
+
+    return exported_small_model(after_saved_model=start_cli)
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +124,12 @@ def test_inference_model_equals_training_model_for_every_arch(arch):
     num_deconvs = sum(isinstance(l, keras.layers.Conv2DTranspose) for l in model.layers)
     assert sum(isinstance(l, SubPixelDeconv) for l in fast.layers) == num_deconvs
     assert not any(isinstance(l, keras.layers.Conv2DTranspose) for l in fast.layers)
+    folded_relus = sum(isinstance(l, keras.layers.ReLU) for l in model.layers) - sum(
+        isinstance(l, keras.layers.ReLU) for l in fast.layers)
+    assert folded_relus == sum(l.relu for l in fast.layers if isinstance(l, SubPixelDeconv)) > 0
     x = rng.normal(0, 60, (2, 64, 32, 3)).astype(np.float32)
-    expected = model.predict_on_batch(x)
-    got = fast.predict_on_batch(x)
+    expected = model(x, training=False).numpy()  # eager: no tf.function tracing to wait for
+    got = fast(x, training=False).numpy()
     assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
 
 
@@ -100,25 +143,14 @@ def test_saved_model_serving_default_equals_keras(exported, loaded):
 
 def test_saved_model_cli_shows_signatures_and_reloads_in_fresh_process(exported, tmp_path):
     model, _, paths = exported
-    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    shown = subprocess.run([cli, "show", "--dir", paths["saved_model"], "--all"],
-                           capture_output=True, text=True, check=True).stdout
+    run, workdir = BACKGROUND.get("cli") or (
+        _start_cli_and_reload(paths["saved_model"], tmp_path), tmp_path)
+    shown = run.stdout
     for name in ("serving_default", "keypoints", "keypoints_encoded", "heatmaps", "scores",
                  "image_bytes", "boxes"):
         assert name in shown, name
-    crops = _crops(2, seed=3)
-    np.save(tmp_path / "crops.npy", crops)
-    script = (
-        "import sys, numpy as np, tensorflow as tf\n"
-        "m = tf.saved_model.load(sys.argv[1])\n"
-        "x = np.load(sys.argv[2])\n"
-        "np.save(sys.argv[3], m.signatures['serving_default'](image=tf.constant(x))"
-        "['heatmaps'].numpy())\n")
-    subprocess.run([sys.executable, "-c", script, paths["saved_model"],
-                    str(tmp_path / "crops.npy"), str(tmp_path / "out.npy")], check=True,
-                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    expected = model.predict_on_batch(crops)
-    got = np.load(tmp_path / "out.npy")
+    expected = model.predict_on_batch(_crops(2, seed=CLI_CROPS_SEED))
+    got = np.load(os.path.join(workdir, "out.npy"))
     assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
 
 
@@ -185,6 +217,8 @@ def test_tflite_fp32_equals_keras_and_has_no_transposed_conv(exported):
     assert interpreter.get_input_details()[0]["shape"].tolist() == [1, *INPUT_SIZE, 3]
     ops = {op["op_name"] for op in interpreter._get_ops_details()}
     assert "TRANSPOSE_CONV" not in ops and "DEPTH_TO_SPACE" in ops
+    assert not ops & {"STRIDED_SLICE", "RELU"}  # phases padded exactly; ReLU fused into convs
+    assert delegation(interpreter) == (1, True)  # every op runs inside one XNNPACK partition
     got = run_tflite(interpreter, crops)
     assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
 
@@ -195,6 +229,9 @@ def test_tflite_int8_is_full_integer_and_close_to_fp32(exported):
     conv_types = {interpreter.get_tensor_details()[op["inputs"][1]]["dtype"]
                   for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"}
     assert conv_types == {np.int8}
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert not ops & {"STRIDED_SLICE", "RELU"}  # a requantizing int8 RELU would leave XNNPACK
+    assert delegation(interpreter) == (1, True)
     crops = _crops(2, seed=6)
     expected = model.predict_on_batch(crops)
     got = run_tflite(interpreter, crops)
@@ -278,13 +315,9 @@ def test_wrong_dtype_shape_or_rank_is_rejected(loaded, signature, inputs):
         loaded.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
 
 
-def test_export_script_writes_the_requested_formats(tmp_path):
-    config = os.path.join(REPO_ROOT, "configs", "coco", "simple_baseline_resnet50_256x192.py")
-    subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "export.py"),
-                    f"--config={config}", "--config.model.input_size=(64,64)",
-                    "--config.model.num_joints=3", "--config.dataset.flip_pairs=((0,1),)",
-                    f"--output_dir={tmp_path}", "--formats=tflite_fp32"],
-                   check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    interpreter = litert_interpreter(tmp_path / "model_fp32.tflite")
+def test_export_script_writes_the_requested_formats(exported, tmp_path):
+    run, output_dir = BACKGROUND.get("script") or (_start_export_script(tmp_path), tmp_path)
+    run.stdout  # waits; raises with the script's stderr if it failed
+    interpreter = litert_interpreter(os.path.join(output_dir, "model_fp32.tflite"))
     assert interpreter.get_output_details()[0]["shape"].tolist() == [1, 16, 16, 3]
-    assert sorted(os.listdir(tmp_path)) == ["export_info.json", "model_fp32.tflite"]
+    assert sorted(os.listdir(output_dir)) == ["export_info.json", "model_fp32.tflite"]

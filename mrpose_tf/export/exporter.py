@@ -117,10 +117,15 @@ def export_saved_model(model, config, path):
     image_bytes = tf.TensorSpec((), tf.string, name="image_bytes")
     boxes = tf.TensorSpec((None, 4), tf.float32, name="boxes")
 
+    # Traced once; keypoints_encoded calls the same concrete function (no second trace).
+    keypoints = tf.function(lambda image, boxes: graph.image_keypoints_tf(model, image, boxes,
+                                                                          **options),
+                            input_signature=[image, boxes])
+
     def keypoints_encoded(image_bytes, boxes):
         decoded = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8,
                                      expand_animations=False)
-        return graph.image_keypoints_tf(model, decoded, boxes, **options)
+        return keypoints(decoded, boxes)
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -129,10 +134,7 @@ def export_saved_model(model, config, path):
         lambda image: {"heatmaps": model(graph.checked_crops(image, (height, width)),
                                          training=False)},
         [crops])
-    archive.add_endpoint("keypoints",
-                         lambda image, boxes: graph.image_keypoints_tf(model, image, boxes,
-                                                                       **options),
-                         [image, boxes])
+    archive.add_endpoint("keypoints", keypoints)
     archive.add_endpoint("keypoints_encoded", keypoints_encoded, [image_bytes, boxes])
     archive.write_out(path, verbose=False)
     return path
@@ -172,17 +174,16 @@ def export_model(model, config, output_dir, formats=FORMATS, representative_crop
             model, config, os.path.join(output_dir, FILE_NAMES["saved_model"]))
     tflite_formats = [f for f in formats if f.startswith("tflite_")]
     if tflite_formats:
-        fast = subpixel.inference_model(model)
-        for name in tflite_formats:
-            quantization = name.split("_", 1)[1]
-            crops = None
-            if quantization == "int8":
-                crops = (representative_crops if representative_crops is not None
-                         else calibration_crops(config))
-            path = os.path.join(output_dir, FILE_NAMES[name])
-            with open(path, "wb") as f:
-                f.write(tflite.convert_to_tflite(fast, quantization, crops))
-            paths[name] = path
+        quantizations = [name.split("_", 1)[1] for name in tflite_formats]
+        crops = None
+        if "int8" in quantizations:
+            crops = (representative_crops if representative_crops is not None
+                     else calibration_crops(config))
+        converted = tflite.convert_all(subpixel.inference_model(model), quantizations, crops)
+        for name, quantization in zip(tflite_formats, quantizations):
+            paths[name] = os.path.join(output_dir, FILE_NAMES[name])
+            with open(paths[name], "wb") as f:
+                f.write(converted[quantization])
     paths["export_info"] = os.path.join(output_dir, "export_info.json")
     with open(paths["export_info"], "w") as f:
         json.dump(export_info(config), f, indent=1)

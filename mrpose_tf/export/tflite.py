@@ -1,10 +1,11 @@
 """TFLite conversion (fp32 / fp16 / full-integer int8) and a LiteRT runner.
 
-Every model is converted from a batch-1 concrete function of the sub-pixel inference model
+Every model is converted from a batch-1 SavedModel of the sub-pixel inference model
 (:func:`mrpose_tf.export.subpixel.inference_model`): a fixed batch keeps the converter from
 emitting SHAPE/STRIDED_SLICE/PACK around the convolutions, and plain convolutions stay on
 XNNPACK's fast path. Inputs and outputs stay float32 (preprocessed crops -> heatmaps); the
-int8 model quantizes/dequantizes at its two ends and runs int8 everywhere in between.
+int8 model quantizes/dequantizes at its two ends and runs int8 everywhere in between. Both
+run as a single XNNPACK partition (:func:`delegation`), the interpreter's default delegate.
 """
 import os
 import tempfile
@@ -28,22 +29,40 @@ def convert_to_tflite(model, quantization="fp32", representative_crops=None):
     Returns:
       bytes of the .tflite model.
     """
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(f"unknown quantization {quantization!r}; valid: {QUANTIZATIONS}")
+    return convert_all(model, (quantization,), representative_crops)[quantization]
+
+
+def convert_all(model, quantizations, representative_crops=None):
+    """:func:`convert_to_tflite` for several quantizations from one traced SavedModel.
+
+    Args:
+      model: as for :func:`convert_to_tflite`.
+      quantizations: a sequence of 'fp32', 'fp16', 'int8'.
+      representative_crops: (N, H, W, 3) preprocessed float32 crops; required for 'int8'.
+
+    Returns:
+      dict quantization -> bytes of the .tflite model.
+    """
+    unknown = [q for q in quantizations if q not in QUANTIZATIONS]
+    if unknown:
+        raise ValueError(f"unknown quantization {unknown[0]!r}; valid: {QUANTIZATIONS}")
     _, height, width, channels = model.input.shape
     spec = tf.TensorSpec((1, height, width, channels), tf.float32, name="image")
     with tempfile.TemporaryDirectory() as tmp:
-        # Through a batch-1 SavedModel: the converter then freezes every variable.
+        # Through a batch-1 SavedModel: the converter then freezes every variable (a concrete
+        # function of a Keras 3 model would keep them as VAR_HANDLE/READ_VARIABLE ops).
         archive = keras.export.ExportArchive()
         archive.track(model)
         archive.add_endpoint("serving_default",
                              lambda image: {"heatmaps": model(image, training=False)}, [spec])
         archive.write_out(os.path.join(tmp, "model"), verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(os.path.join(tmp, "model"))
-        return _convert(converter, quantization, representative_crops, (height, width, channels))
+        return {q: _convert(tf.lite.TFLiteConverter.from_saved_model(os.path.join(tmp, "model")),
+                            q, representative_crops, (height, width, channels))
+                for q in quantizations}
 
 
 def _convert(converter, quantization, representative_crops, crop_shape):
+    """``converter.convert()`` with the settings of ``quantization``."""
     height, width, channels = crop_shape
     if quantization == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -71,6 +90,25 @@ def litert_interpreter(model_path_or_bytes, num_threads=2):
         interpreter = Interpreter(model_path=str(model_path_or_bytes), num_threads=num_threads)
     interpreter.allocate_tensors()
     return interpreter
+
+
+def delegation(interpreter):
+    """How a LiteRT interpreter's graph is delegated (to XNNPACK, the default CPU delegate).
+
+    Args:
+      interpreter: from :func:`litert_interpreter` (tensors allocated).
+
+    Returns:
+      (partitions, whole): the number of delegate partitions, and whether a single one of them
+      takes the graph's inputs and produces its outputs, i.e. no op runs outside it.
+    """
+    ops = interpreter._get_ops_details()
+    delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
+    produced = {t for op in ops if op["op_name"] != "DELEGATE" for t in op["outputs"]}
+    outputs = {d["index"] for d in interpreter.get_output_details()}
+    whole = (len(delegates) == 1 and not set(delegates[0]["inputs"]) & produced
+             and outputs <= set(delegates[0]["outputs"]))
+    return len(delegates), whole
 
 
 def run_tflite(interpreter, crops):
