@@ -70,6 +70,7 @@ def base_config():
     c.train.eval_every_epochs = 10
     c.train.max_steps = -1               # -1: epochs * steps_per_epoch
     c.train.max_minutes = -1.0           # -1: no time budget
+    c.train.precision = "auto"           # used when --mixed_precision=auto; 'auto' picks by hardware
     c.train.sync_batch_norm = True       # several replicas: BatchNorm over the global batch
     c.train.best_metric = ""             # '' -> 'AP' (or PCKh 'Mean') with evaluation, else 'PCK'
 

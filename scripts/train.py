@@ -8,6 +8,7 @@ without data: --config.dataset.name=random. Exit status 3 when the loss diverged
 """
 import os
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -21,8 +22,8 @@ flags.DEFINE_enum("strategy", "auto", ["auto", "one_device", "mirrored", "multi_
                   "tf.distribute strategy.")
 flags.DEFINE_enum("mixed_precision", "auto",
                   ["auto", "float32", "mixed_float16", "mixed_bfloat16"],
-                  "Keras dtype policy (auto: bfloat16 on TPU/Ampere+, float16 on Volta/Turing, "
-                  "float32 on CPU).")
+                  "Keras dtype policy (auto: the config's train.precision; if that is auto too, "
+                  "bfloat16 on TPU/Ampere+, float16 on Volta/Turing, float32 on CPU).")
 flags.DEFINE_string("jit_compile", "auto", "XLA for the gradient step: auto (on for GPU/TPU, "
                     "off on CPU), true or false.")
 flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into this many logical devices (tests "
@@ -38,12 +39,17 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # TF's per-save INFO lines
     from mrpose_tf.training import (Trainer, TrainingDiverged, make_strategy, resolve_jit,
                                     resolve_precision)
+    from mrpose_tf.training.finish import finish_run, prepare_dataset
     from mrpose_tf.training.inputs import training_data_from_config
 
+    run_started = time.time()
     config = FLAGS.config
     strategy = make_strategy(FLAGS.strategy, cpu_devices=FLAGS.cpu_devices)
-    precision = resolve_precision(FLAGS.mixed_precision, strategy)
+    precision = resolve_precision(
+        config.train.precision if FLAGS.mixed_precision == "auto" else FLAGS.mixed_precision,
+        strategy)
     jit = resolve_jit(FLAGS.jit_compile, strategy)
+    prepare_dataset(config)  # renders the synthetic set when the config asks and it is absent
     data = training_data_from_config(config)
     print(f"{config.model.arch}/{config.model.backbone} on {config.dataset.name}: "
           f"{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__}), {precision}, "
@@ -66,6 +72,9 @@ def main(argv):
           f"(epoch {result['epoch']:.2f}) after {result['train_seconds'] / 60:.1f} min, "
           f"{result['images_per_second']:.1f} img/s, last loss {result['last_loss']:.6f}",
           flush=True)
+    if config.get("finish"):  # evaluate, export and draw (the quickstart's outputs)
+        finish_run(trainer.model, config, FLAGS.workdir, result, data.val_records, data.keypoints,
+                   run_started=run_started, log=lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":
