@@ -41,10 +41,19 @@ def coco_root():
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, coco_root):
-    """A training-run directory: config.json + checkpoints/ckpt-1 of a random tiny model."""
+    """A training-run directory as the trainer writes it: config.json + checkpoints/ckpt-1
+    (model, Adam state, step, epoch) of a random tiny model."""
+    import keras
+
+    from mrpose_tf.training.checkpointing import RunState
+
     run = tmp_path_factory.mktemp("run")
     model = build_model("simple_baseline", "resnet50", 17, INPUT_SIZE)
-    tf.train.Checkpoint(model=model, step=tf.Variable(1)).save(str(run / "checkpoints" / "ckpt"))
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(model.trainable_variables)
+    state = RunState(str(run), tf.distribute.get_strategy(), model, optimizer)
+    state.step.assign(1)
+    state.save()
     with open(run / "config.json", "w") as f:
         json.dump(_config(coco_root).to_dict(), f)
     return run, model
