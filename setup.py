@@ -24,10 +24,10 @@ setup(
         "ml-collections",
         "scipy",
         "tensorboard",
+        "ai-edge-litert",  # the LiteRT interpreter for the exported TFLite models
     ],
     extras_require={
         "test": ["pytest", "pytest-timeout"],
-        "litert": ["ai-edge-litert"],
     },
     license="Apache-2.0",
 )
