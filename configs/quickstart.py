@@ -10,22 +10,16 @@ from random weights; the paper configs (configs/coco, configs/mpii) keep the pap
 """
 import ml_collections
 
-from mrpose_tf.config import base_config
+from mrpose_tf.config import base_config, use_synthetic_dataset
 
 
 def get_config():
     c = base_config()
 
-    c.dataset.name = "synthetic"
-    c.dataset.root = "data/synthetic_quickstart"
-    c.dataset.train_annotations = "train.json"
-    c.dataset.train_images = "images/train"
-    c.dataset.val_annotations = "val.json"
-    c.dataset.val_images = "images/val"
     # Rendered by scripts/train.py when absent (mrpose_tf.training.finish.prepare_dataset):
     # 'easy' figures (distinct left/right limb colours, plain backgrounds), ~2 people each.
-    c.dataset.synthetic = ml_collections.ConfigDict(dict(
-        num_train=1500, num_val=100, difficulty="easy", seed=0, image_size=(240, 320)))
+    use_synthetic_dataset(c, "data/synthetic_quickstart",
+                          num_train=1500, num_val=100, difficulty="easy")
 
     # The cheapest network of the paper at a quarter of its input area, no ImageNet weights
     # (none can be downloaded here): heatmaps of 32 x 24.

@@ -14,20 +14,14 @@ Budget (2 cores, bfloat16, 128 x 96, batch 32): about 20 images/s, i.e. ~70k cro
 """
 import ml_collections
 
-from mrpose_tf.config import base_config
+from mrpose_tf.config import base_config, use_synthetic_dataset
 
 
 def get_config():
     c = base_config()
 
-    c.dataset.name = "synthetic"
-    c.dataset.root = "data/synthetic_standard"
-    c.dataset.train_annotations = "train.json"
-    c.dataset.train_images = "images/train"
-    c.dataset.val_annotations = "val.json"
-    c.dataset.val_images = "images/val"
-    c.dataset.synthetic = ml_collections.ConfigDict(dict(
-        num_train=3000, num_val=200, difficulty="standard", seed=0, image_size=(240, 320)))
+    use_synthetic_dataset(c, "data/synthetic_standard",
+                          num_train=3000, num_val=200, difficulty="standard")
 
     c.model.arch = "mrfeanet2"
     c.model.backbone = "resnet50"

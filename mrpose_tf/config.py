@@ -90,6 +90,24 @@ def base_config():
     return c
 
 
+def use_synthetic_dataset(config, root, num_train, num_val, difficulty, seed=0,
+                          image_size=(240, 320)):
+    """Points ``config.dataset`` at a synthetic set in :mod:`mrpose_tf.data.synthetic`'s layout.
+
+    ``scripts/train.py`` renders it into ``root`` when it is absent (or was rendered with
+    other parameters).
+    """
+    d = config.dataset
+    d.name = "synthetic"
+    d.root = root
+    d.train_annotations, d.train_images = "train.json", "images/train"
+    d.val_annotations, d.val_images = "val.json", "images/val"
+    d.synthetic = ml_collections.ConfigDict(dict(
+        num_train=num_train, num_val=num_val, difficulty=difficulty, seed=seed,
+        image_size=tuple(image_size)))
+    return config
+
+
 def paper_config(dataset, arch, backbone, input_size):
     """The config of one experiment of the paper (SPEC section 3)."""
     if dataset not in _RECIPES:
