@@ -13,6 +13,7 @@ statistics of the paper's DataParallel instead (the saved ones are then replica 
 import math
 import os
 import sys
+import threading
 import time
 
 import keras
@@ -70,6 +71,18 @@ def make_optimizer(train_config, steps_per_epoch, precision="float32"):
     if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
+
+
+def _release_in_background(holder):
+    """Drops the last reference to the iterator in ``holder`` (a one-item list) on a thread.
+
+    Destroying a tf.data iterator whose pipeline calls Python (``tf.numpy_function``: the
+    OpenCV warp of the training crops) waits for its in-flight calls; measured here at up
+    to ~50 s after an epoch of training. Off the training thread it overlaps with the next
+    epoch instead of stalling it. The caller must hold no other reference.
+    """
+    threading.Thread(target=holder.clear, name="mrpose_tf-release-iterator",
+                     daemon=True).start()
 
 
 def _is_tty():
@@ -251,9 +264,13 @@ class Trainer:
         interval_start, interval_steps, interval_loss = started, 0, 0.0
         trained_steps, loss, metrics, stopped = 0, float("nan"), {}, "done"
         saved_step = step if resumed is not None else None
+        iterator = None
         while step < self.total_steps:
             epoch, position = divmod(step, self.steps_per_epoch)
             self.state.epoch.assign(epoch)
+            if iterator is not None:
+                holder, iterator = [iterator], None
+                _release_in_background(holder)
             iterator = iter(self._distributed(train_dataset_fn, epoch, skip_steps=position))
             while position < self.steps_per_epoch and step < self.total_steps:
                 try:
@@ -304,6 +321,9 @@ class Trainer:
                                                         or last_epoch):
                     metrics = self._validate_and_keep_best(
                         val_dataset_fn, evaluate_fn, best_metric, writers, step)
+        if iterator is not None:
+            holder, iterator = [iterator], None
+            _release_in_background(holder)
         if saved_step != step:
             self.state.save()
         if stopped == "done" and int(train.max_steps) > 0:
