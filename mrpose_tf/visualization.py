@@ -99,3 +99,84 @@ def heatmap_grid(heatmaps, crop=None, names=None, columns=6):
                         (255, 255, 255), 1, cv2.LINE_AA)
         tiles.append(t)
     return tile(tiles, min(columns, len(tiles)))
+
+
+def plot_coordinates(xs, ys, x_range, y_range, box):
+    """Pixel coordinates of data points in a plot area.
+
+    Args:
+      xs, ys: data coordinates.
+      x_range, y_range: (low, high) data values at the left/right and bottom/top edges.
+      box: (left, top, right, bottom) of the plot area in pixels.
+
+    Returns:
+      (N, 2) int32 pixel (x, y); y grows downwards, so ``y_range[1]`` maps to ``top``.
+    """
+    left, top, right, bottom = box
+    fx = (np.asarray(xs, np.float64) - x_range[0]) / max(x_range[1] - x_range[0], 1e-12)
+    fy = (np.asarray(ys, np.float64) - y_range[0]) / max(y_range[1] - y_range[0], 1e-12)
+    px = left + fx * (right - left)
+    py = bottom - fy * (bottom - top)
+    return np.round(np.stack([px, py], axis=-1)).astype(np.int32)
+
+
+def _line_panel(series, title, x_range, size, y_range=None):
+    """A white panel with axes, one coloured polyline per named series and a legend."""
+    height, width = size
+    panel = np.full((height, width, 3), 255, np.uint8)
+    box = (56, 28, width - 12, height - 30)
+    values = [y for points in series.values() for _, y in points]
+    if y_range is None:
+        low, high = (min(values), max(values)) if values else (0.0, 1.0)
+        pad = 0.05 * (high - low) or 0.5 * abs(high) or 1.0
+        y_range = (low - pad, high + pad)
+    black, grey = (0, 0, 0), (200, 200, 200)
+    for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = y_range[0] + frac * (y_range[1] - y_range[0])
+        (_, py), = plot_coordinates([x_range[0]], [y], x_range, y_range, box)
+        cv2.line(panel, (box[0], int(py)), (box[2], int(py)), grey, 1)
+        cv2.putText(panel, f"{y:.3g}", (4, int(py) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, black, 1,
+                    cv2.LINE_AA)
+    cv2.rectangle(panel, box[:2], box[2:], black, 1)
+    for frac in (0.0, 0.5, 1.0):
+        x = x_range[0] + frac * (x_range[1] - x_range[0])
+        (px, _), = plot_coordinates([x], [y_range[0]], x_range, y_range, box)
+        cv2.putText(panel, f"{x:.0f}", (int(px) - 10, box[3] + 14), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.35, black, 1, cv2.LINE_AA)
+    cv2.putText(panel, title, (box[0], 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, black, 1, cv2.LINE_AA)
+    cv2.putText(panel, "step", (box[2] - 30, height - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, black,
+                1, cv2.LINE_AA)
+    for i, (name, points) in enumerate(series.items()):
+        if not points:
+            continue
+        colour = _colour(i, max(len(series), 3))
+        xy = plot_coordinates(*zip(*points), x_range, y_range, box)
+        cv2.polylines(panel, [xy.reshape(-1, 1, 2)], False, colour, 2, cv2.LINE_AA)
+        for point in xy:
+            cv2.circle(panel, tuple(int(v) for v in point), 3, colour, -1, cv2.LINE_AA)
+        cv2.putText(panel, name, (box[2] - 110, box[1] + 16 + 16 * i), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.45, colour, 1, cv2.LINE_AA)
+    return panel
+
+
+def draw_learning_curve(curve, size=(300, 900)):
+    """The training loss and the validation metrics against the step, as two stacked panels.
+
+    Args:
+      curve: {'train': [{'step', 'loss', ...}], 'val': [{'step', 'AP', 'PCK', ...}]}, as
+        :func:`mrpose_tf.training.finish.learning_curve` returns.
+      size: (height, width) of each panel.
+
+    Returns:
+      (2 * height, width, 3) uint8 RGB image.
+    """
+    train = [(r["step"], r["loss"]) for r in curve.get("train", []) if "loss" in r]
+    val = {name: [(r["step"], r[name]) for r in curve.get("val", []) if name in r]
+           for name in ("AP", "PCK", "Mean")}
+    val = {name: points for name, points in val.items() if points}
+    steps = [s for s, _ in train] + [s for points in val.values() for s, _ in points]
+    x_range = (0.0, float(max(steps))) if steps else (0.0, 1.0)
+    top = _line_panel({"train loss": train}, "training loss", x_range, size)
+    bottom = _line_panel(val, "validation (AP: COCO OKS, PCK: heatmap PCK@0.05)", x_range, size,
+                         y_range=(0.0, 1.0))
+    return np.concatenate([top, bottom], axis=0)

@@ -130,3 +130,26 @@ def test_synthetic_configs_are_consistent(name):
     assert set(parse_formats(config.finish.export_formats)) == {
         "saved_model", "tflite_fp32", "tflite_int8"}
     assert max(config.train.lr_steps) < config.train.epochs
+
+
+def test_plot_coordinates_map_the_data_ranges_onto_the_plot_box():
+    from mrpose_tf.visualization import plot_coordinates
+
+    xy = plot_coordinates([0, 50, 100], [0.0, 0.5, 1.0], (0, 100), (0.0, 1.0), (10, 20, 210, 120))
+    np.testing.assert_array_equal(xy, [[10, 120], [110, 70], [210, 20]])
+
+
+def test_learning_curve_picture_draws_each_point_where_it_belongs():
+    from mrpose_tf.visualization import _colour, draw_learning_curve, plot_coordinates
+
+    curve = {"train": [{"step": s, "loss": 0.1 / s} for s in (10, 20, 40)],
+             "val": [{"step": 20, "AP": 0.25, "PCK": 0.5}, {"step": 40, "AP": 0.75, "PCK": 0.9}]}
+    picture = draw_learning_curve(curve, size=(200, 400))
+    assert picture.shape == (400, 400, 3) and picture.dtype == np.uint8
+    box = (56, 28, 400 - 12, 200 - 30)
+    ap_colour = np.array(_colour(0, 3))
+    for step, ap in ((20, 0.25), (40, 0.75)):  # the bottom panel starts at row 200, y in [0, 1]
+        (x, y), = plot_coordinates([step], [ap], (0, 40), (0.0, 1.0), box)
+        np.testing.assert_array_equal(picture[200 + y, x], ap_colour)
+    (x, y), = plot_coordinates([20], [0.5], (0, 40), (0.0, 1.0), box)
+    np.testing.assert_array_equal(picture[200 + y, x], _colour(1, 3))

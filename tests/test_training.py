@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -202,3 +203,23 @@ def test_kill_9_then_rerun_resumes_and_no_checkpoint_is_corrupt(tmp_path):
                                capture_output=True, text=True)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert "PASS" in completed.stdout
+
+
+def test_epoch_iterator_is_released_on_a_background_thread():
+    # A pipeline that calls Python per element, like the OpenCV warp of the training crops:
+    # destroying its iterator waits for the in-flight calls, so fit hands it to a thread.
+    from mrpose_tf.training.trainer import _release_in_background
+
+    dataset = tf.data.Dataset.range(1 << 20).map(
+        lambda x: tf.numpy_function(lambda v: v * 2, [x], tf.int64),
+        num_parallel_calls=2).prefetch(4)
+    iterator = iter(dataset)
+    assert [int(next(iterator)) for _ in range(3)] == [0, 2, 4]
+    alive = weakref.ref(iterator)
+    holder, iterator = [iterator], None
+    _release_in_background(holder)
+    deadline = time.monotonic() + 60
+    while alive() is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert alive() is None, "the iterator was not released"
+    assert holder == []

@@ -290,6 +290,12 @@ def finish_run(model, config, workdir, train_result, val_records, keypoints, tra
                   int(finish.demo_images))
         log(f"wrote {demo}")
     metrics["learning_curve"] = learning_curve(workdir)
+    if metrics["learning_curve"]["train"]:
+        from mrpose_tf.visualization import draw_learning_curve
+
+        picture = os.path.join(workdir, "learning_curve.png")
+        cv2.imwrite(picture, draw_learning_curve(metrics["learning_curve"])[..., ::-1])
+        log(f"wrote {picture}")
     metrics["finish_seconds"] = time.time() - started
     if run_started is not None:
         metrics["total_seconds"] = time.time() - float(run_started)
