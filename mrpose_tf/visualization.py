@@ -141,10 +141,13 @@ def _line_panel(series, title, x_range, size, y_range=None):
     for frac in (0.0, 0.5, 1.0):
         x = x_range[0] + frac * (x_range[1] - x_range[0])
         (px, _), = plot_coordinates([x], [y_range[0]], x_range, y_range, box)
-        cv2.putText(panel, f"{x:.0f}", (int(px) - 10, box[3] + 14), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.35, black, 1, cv2.LINE_AA)
+        label = f"{x:.0f}"
+        (text_width, _), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
+        left = int(np.clip(px - text_width // 2, 0, width - text_width))
+        cv2.putText(panel, label, (left, box[3] + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.35, black, 1,
+                    cv2.LINE_AA)
     cv2.putText(panel, title, (box[0], 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, black, 1, cv2.LINE_AA)
-    cv2.putText(panel, "step", (box[2] - 30, height - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, black,
+    cv2.putText(panel, "step", (box[2] - 60, height - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, black,
                 1, cv2.LINE_AA)
     for i, (name, points) in enumerate(series.items()):
         if not points:
