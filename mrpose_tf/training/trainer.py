@@ -23,6 +23,7 @@ import tensorflow as tf
 from mrpose_tf.losses import joints_mse
 from mrpose_tf.models import build_model
 from mrpose_tf.training.checkpointing import RunState, atomic_write_json
+from mrpose_tf.training.fused_batch_norm import use_fused_batch_norm
 from mrpose_tf.training.metrics import heatmap_pck_counts
 from mrpose_tf.training.schedule import learning_rate_schedule
 
@@ -43,7 +44,9 @@ def build_training_model(config, strategy, precision="float32"):
 
     Returns:
       The keras.Model; with several replicas its BatchNorm layers are synchronized unless
-      ``config.train.sync_batch_norm`` is False.
+      ``config.train.sync_batch_norm`` is False. Unsynchronized BatchNorm layers run TF's
+      fused kernel (:mod:`mrpose_tf.training.fused_batch_norm`) unless
+      ``config.train.fused_batch_norm`` is False.
     """
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
@@ -59,6 +62,8 @@ def build_training_model(config, strategy, precision="float32"):
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.synchronized = True  # read at call time; the model code stays untouched
+    if config.train.get("fused_batch_norm", True):
+        use_fused_batch_norm(model)  # synchronized layers keep the Keras path
     return model
 
 
