@@ -64,6 +64,7 @@ def base_config():
     c.train.foreground_weight = 0.0      # training aid (quickstart only): MSE x (1 + w*[t>0.1])
     c.train.seed = 0
     c.train.shuffle_buffer = 2048
+    c.train.decode_once_per_image = True  # one JPEG decode per image for all its people
     c.train.log_every_steps = 50
     c.train.checkpoint_every_steps = 1000
     c.train.keep_checkpoints = 3

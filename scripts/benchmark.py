@@ -45,7 +45,8 @@ def _measure_tf(args, cores):
                        sigma=2.0, train=True, batch_size=args.batch_size, augment=augment,
                        repeat=True, num_parallel_calls=cores,
                        max_decode_ratio=args.max_decode_ratio, cache_images=args.cache_images,
-                       opencv_warp=args.opencv_warp)
+                       opencv_warp=args.opencv_warp,
+                       decode_once_per_image=args.decode_once_per_image)
     options = tf.data.Options()
     options.threading.private_threadpool_size = cores
     options.autotune.cpu_budget = cores
@@ -128,7 +129,7 @@ def _run_isolated(args, kind, cores):
 
 
 _PIPELINE_FLAGS = ("annotations", "images", "batch_size", "batches", "warmup_batches",
-                   "max_decode_ratio", "cache_images", "opencv_warp")
+                   "max_decode_ratio", "cache_images", "opencv_warp", "decode_once_per_image")
 
 
 def cmd_pipeline(args):
@@ -149,7 +150,8 @@ def cmd_pipeline(args):
         with open(args.json, "w") as f:
             json.dump({"samples_per_s": results, "opencv_reference_samples_per_s": {"1": opencv},
                        "max_decode_ratio": args.max_decode_ratio,
-                       "cache_images": args.cache_images, "opencv_warp": args.opencv_warp},
+                       "cache_images": args.cache_images, "opencv_warp": args.opencv_warp,
+                       "decode_once_per_image": args.decode_once_per_image},
                       f, indent=2)
 
 
@@ -167,6 +169,9 @@ def add_pipeline(subparsers):
                    default=False)
     p.add_argument("--opencv_warp", type=lambda s: s.lower() in ("1", "true", "yes"),
                    default=True, help="crop with cv2.warpAffine (the training default)")
+    p.add_argument("--decode_once_per_image", type=lambda s: s.lower() in ("1", "true", "yes"),
+                   default=True, help="decode each image once for all its people "
+                   "(the training default)")
     p.add_argument("--_worker", default="", help=argparse.SUPPRESS)
     p.add_argument("--_cores", type=int, default=1, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_pipeline)

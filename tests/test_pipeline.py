@@ -67,47 +67,76 @@ def test_eval_crops_match_cv2_and_targets_match_reference(coco):
         assert e["image_id"] == record.image_id and not e["flipped"]
 
 
+def check_train_element(record, e, spec):
+    """A training crop equals cv2.warpAffine of its matrix; the matrix follows the recipe
+    (mirrored centre when flipped, scale in [0.7, 1.3], rotation in +-80 degrees); the
+    targets equal the reference targets of the (flipped) joints."""
+    m = e["matrix"]
+    image = cv2.imread(record.image_path)
+    width = image.shape[1]
+    if e["flipped"]:
+        # The crop of the mirrored image: mirrored centre, the same zoom and rotation.
+        unflipped = m @ np.array([[-1, 0, width - 1], [0, 1, 0], [0, 0, 1]], np.float64)
+        mirrored = cv2.warpAffine(image[:, ::-1][..., ::-1].copy(), unflipped,
+                                  (INPUT[1], INPUT[0]), flags=cv2.INTER_LINEAR)
+        assert np.abs(crop_rgb(e) - mirrored).mean() < 2.0
+        centre_x = width - 1 - record.center[0]
+    else:
+        unflipped, centre_x = m, record.center[0]
+    # The matrix is a crop of (possibly mirrored) centre, scale*[0.7, 1.3], rot in +-80 deg.
+    zoom = np.hypot(*unflipped[0, :2])
+    rot = np.degrees(np.arctan2(unflipped[0, 1], unflipped[0, 0]))
+    assert 0.7 - 1e-4 <= INPUT[1] / (record.scale[0] * 200 * zoom) <= 1.3 + 1e-4
+    assert abs(rot) <= 80 + 1e-3
+    np.testing.assert_allclose(unflipped @ [centre_x, record.center[1], 1],
+                               [INPUT[1] / 2, INPUT[0] / 2], atol=1e-3)
+    assert np.abs(crop_rgb(e) - cv2_crop(record.image_path, m)).mean() < 2.0
+    joints = record.joints @ m[:, :2].T + m[:, 2]
+    visibility = record.visibility
+    if e["flipped"]:
+        order = np.arange(17)
+        for a, b in spec.flip_pairs:
+            order[a], order[b] = b, a
+        joints, visibility = joints[order], visibility[order]
+    maps, weights = reference_targets(joints, visibility, INPUT, HEATMAP, 2.0)
+    np.testing.assert_array_equal(e["target_weight"], weights)
+    np.testing.assert_allclose(e["heatmaps"], maps, atol=1e-4)
+
+
 @pytest.mark.parametrize("opencv_warp", [True, False])
 def test_train_crops_with_rotation_and_flip_match_cv2(coco, opencv_warp):
     records, spec, _ = coco
-    # shuffle_buffer=1: element i is record i, so each crop can be checked against cv2.
+    # Per person, shuffle_buffer=1: element i is record i, checked against cv2.
     out = elements(build(records, spec, train=True, augment=AUG, seed=3, shuffle_buffer=1,
-                         drop_remainder=False, opencv_warp=opencv_warp))
+                         drop_remainder=False, opencv_warp=opencv_warp,
+                         decode_once_per_image=False))
     assert len(out) == 14
-    flips = 0
     for record, e in zip(records, out):
-        m = e["matrix"]
-        image = cv2.imread(record.image_path)
-        width = image.shape[1]
-        if e["flipped"]:
-            flips += 1
-            # The crop of the mirrored image: mirrored centre, the same zoom and rotation.
-            unflipped = m @ np.array([[-1, 0, width - 1], [0, 1, 0], [0, 0, 1]], np.float64)
-            mirrored = cv2.warpAffine(image[:, ::-1][..., ::-1].copy(), unflipped,
-                                      (INPUT[1], INPUT[0]), flags=cv2.INTER_LINEAR)
-            assert np.abs(crop_rgb(e) - mirrored).mean() < 2.0
-            centre_x = width - 1 - record.center[0]
-        else:
-            unflipped, centre_x = m, record.center[0]
-        # The matrix is a crop of (possibly mirrored) centre, scale*[0.7, 1.3], rot in +-80 deg.
-        zoom = np.hypot(*unflipped[0, :2])
-        rot = np.degrees(np.arctan2(unflipped[0, 1], unflipped[0, 0]))
-        assert 0.7 - 1e-4 <= INPUT[1] / (record.scale[0] * 200 * zoom) <= 1.3 + 1e-4
-        assert abs(rot) <= 80 + 1e-3
-        np.testing.assert_allclose(unflipped @ [centre_x, record.center[1], 1],
-                                   [INPUT[1] / 2, INPUT[0] / 2], atol=1e-3)
-        assert np.abs(crop_rgb(e) - cv2_crop(record.image_path, m)).mean() < 2.0
-        joints = record.joints @ m[:, :2].T + m[:, 2]
-        visibility = record.visibility
-        if e["flipped"]:
-            order = np.arange(17)
-            for a, b in spec.flip_pairs:
-                order[a], order[b] = b, a
-            joints, visibility = joints[order], visibility[order]
-        maps, weights = reference_targets(joints, visibility, INPUT, HEATMAP, 2.0)
-        np.testing.assert_array_equal(e["target_weight"], weights)
-        np.testing.assert_allclose(e["heatmaps"], maps, atol=1e-4)
-    assert 0 < flips < 14
+        check_train_element(record, e, spec)
+    assert 0 < sum(e["flipped"] for e in out) < 14
+
+
+def _record_of(records, e):
+    """The record an element was made from (its image and un-augmented box centre)."""
+    (match,) = [r for r in records if r.image_id == e["image_id"]
+                and np.allclose(r.center, e["center"])]
+    return match
+
+
+@pytest.mark.parametrize("opencv_warp", [True, False])
+def test_decoding_once_per_image_gives_every_person_once_with_correct_crops(coco, opencv_warp):
+    records, spec, _ = coco
+    out = elements(build(records, spec, train=True, augment=AUG, seed=3, drop_remainder=False,
+                         opencv_warp=opencv_warp, decode_once_per_image=True))
+    assert len(out) == len(records) == 14
+    matched = [_record_of(records, e) for e in out]
+    assert len({id(r) for r in matched}) == 14  # each person once per epoch
+    for record, e in zip(matched, out):
+        check_train_element(record, e, spec)
+    assert 0 < sum(e["flipped"] for e in out) < 14
+    # The sample shuffle mixes the people of the 4 images: more than 4 runs of one image.
+    ids = [e["image_id"] for e in out]
+    assert 1 + sum(a != b for a, b in zip(ids, ids[1:])) > 4
 
 
 def test_batch_preprocessing_equals_preprocess():
@@ -181,7 +210,8 @@ def test_cached_images_give_the_same_crops(coco):
         np.testing.assert_allclose(a["image"], b["image"], atol=1e-3)
 
 
-def test_truncated_jpeg_is_skipped_and_counted(coco, tmp_path):
+@pytest.mark.parametrize("once_per_image", [False, True])
+def test_truncated_jpeg_is_skipped_and_counted(coco, tmp_path, once_per_image):
     records, spec, folder = coco
     for name in os.listdir(folder):
         if name.endswith(".jpg"):
@@ -192,7 +222,8 @@ def test_truncated_jpeg_is_skipped_and_counted(coco, tmp_path):
     moved = [type(r)(**{**r.__dict__, "image_path": str(tmp_path / os.path.basename(r.image_path))})
              for r in records]
     counter = make_skipped_counter()
-    out = elements(build(moved, spec, skipped_counter=counter))
+    out = elements(build(moved, spec, skipped_counter=counter,
+                         decode_once_per_image=once_per_image))
     lost = sum(r.image_id == 40083 for r in records)
     assert lost == 3 and counter.numpy() == lost
     assert len(out) == len(records) - lost and 40083 not in {e["image_id"] for e in out}

@@ -16,7 +16,9 @@ Speed (one CPU core must beat a per-sample OpenCV loop 2x; ``scripts/benchmark.p
 * Records are planned in groups of ``_PLAN_BATCH``: augmentation draws, crop matrices (a
   horizontal flip folded in, independent of the image width), crop joints and the image
   region each crop samples are computed vectorised, once per group, before any decoding.
-* Per image only: read, a truncation check, decode of just the sampled region
+* Per image only (with ``decode_once_per_image``, the training default: once for all the
+  people of an image, over the union of their regions): read, a truncation check, decode of
+  just the sampled region
   (``decode_and_crop_jpeg``; optionally at 1/2..1/8 size by DCT scaling, ``max_decode_ratio``)
   and the warp: ``cv2.warpAffine`` through ``tf.numpy_function`` when ``opencv_warp`` (the
   training default; ~0.25 ms against ~1.3 ms for TensorFlow's ImageProjectiveTransform),
@@ -116,10 +118,10 @@ def _region(bounds, ratio, image_h, image_w):
 
 
 def _window_to_crop(matrix, window, ratio):
-    """Matrix: pixel of a window decoded at 1/ratio -> crop pixel (``matrix`` maps the image)."""
+    """Matrices (..., 2, 3): pixel of a window decoded at 1/ratio -> crop pixel."""
     r = float(ratio)
     offset = tf.cast(window[1::-1], tf.float32) * r + (r - 1.0) / 2.0  # window origin (x, y)
-    return tf.concat([matrix[:, :2] * r, matrix[:, 2:] + matrix[:, :2] @ offset[:, None]], 1)
+    return tf.concat([matrix[..., :2] * r, matrix[..., 2:] + matrix[..., :2] @ offset[:, None]], -1)
 
 
 def _plan(seed_pair, records, augment, train, input_size, ratios, permutation):
@@ -141,24 +143,40 @@ def _plan(seed_pair, records, augment, train, input_size, ratios, permutation):
 
 
 class _Cropper:
-    """Reads one image and returns the crop of a planned element (see :func:`_plan`)."""
+    """Reads one image and returns the crops of planned elements (see :func:`_plan`).
 
-    def __init__(self, input_size, ratios, cache, opencv_warp=False):
+    One element is one person, or with ``grouped`` all the people of one image (every field
+    with a leading person axis): then the image is read and decoded once, over the union of
+    the regions its crops sample, and warped once per person.
+    """
+
+    def __init__(self, input_size, ratios, cache, opencv_warp=False, grouped=False):
         self.input_size = tuple(int(v) for v in input_size)
         self.ratios = ratios
         self.cache = cache
         self.opencv_warp = opencv_warp
+        self.grouped = grouped
 
     def __call__(self, element):
-        """-> (ok, crop (H, W, 3) float32 0..255)."""
+        """-> (ok, crop): (H, W, 3), or (n, H, W, 3) when grouped; uint8 (cv2) or float32."""
+        bounds, ratio_index = element["sample_bounds"], element["ratio_index"]
+        path, cache_index = element["image_path"], element["cache_index"]
+        shape = self.input_size + (3,)
+        if self.grouped:
+            bounds = tf.concat([tf.reduce_min(bounds[:, :2], 0), tf.reduce_max(bounds[:, 2:], 0)], 0)
+            ratio_index = tf.reduce_min(ratio_index)  # the finest any of the crops needs
+            path, cache_index = path[0], cache_index[0]
+            shape = tf.concat([tf.shape(element["matrix"])[:1], shape], 0)
         if self.cache is not None:
-            return tf.constant(True), self._crop_cached(element)
-        data = tf.io.read_file(element["image_path"])
+            return tf.constant(True), self._crop_window(self._cached(cache_index), bounds, element)
+        data = tf.io.read_file(path)
         ok = _looks_complete(data)
         crop = tf.cond(
-            ok, lambda: tf.cond(tf.io.is_jpeg(data), lambda: self._crop_jpeg(data, element),
-                                lambda: self._crop_other(data, element)),
-            lambda: tf.zeros(self.input_size + (3,), tf.uint8 if self.opencv_warp else tf.float32))
+            ok, lambda: tf.cond(
+                tf.io.is_jpeg(data), lambda: self._crop_jpeg(data, bounds, ratio_index, element),
+                lambda: self._crop_window(
+                    tf.io.decode_image(data, channels=3, expand_animations=False), bounds, element)),
+            lambda: tf.zeros(shape, tf.uint8 if self.opencv_warp else tf.float32))
         return ok, crop
 
     def _warp(self, pixels, window, ratio, element):
@@ -166,50 +184,57 @@ class _Cropper:
         if self.opencv_warp:
             crop = tf.numpy_function(_opencv_warp, [pixels, matrix, self.input_size], tf.uint8,
                                      stateful=False)
-            return tf.ensure_shape(crop, self.input_size + (3,))
-        return tf.cond(element["axis_aligned"],
-                       lambda: warp_axis_aligned_tf(pixels, matrix, self.input_size),
-                       lambda: warp_affine_tf(pixels, matrix, self.input_size))
+            return tf.ensure_shape(crop, ((None,) if self.grouped else ()) + self.input_size + (3,))
 
-    def _crop_jpeg(self, data, element):
+        def warp(matrix, axis_aligned):
+            return tf.cond(axis_aligned,
+                           lambda: warp_axis_aligned_tf(pixels, matrix, self.input_size),
+                           lambda: warp_affine_tf(pixels, matrix, self.input_size))
+
+        if not self.grouped:
+            return warp(matrix, element["axis_aligned"])
+        return tf.map_fn(lambda args: warp(*args), (matrix, element["axis_aligned"]),
+                         fn_output_signature=tf.TensorSpec(self.input_size + (3,), tf.float32))
+
+    def _crop_jpeg(self, data, bounds, ratio_index, element):
         shape = tf.io.extract_jpeg_shape(data)
 
         def branch(ratio):
-            window = _region(element["sample_bounds"], ratio, shape[0], shape[1])
+            window = _region(bounds, ratio, shape[0], shape[1])
             pixels = tf.io.decode_and_crop_jpeg(data, window, channels=3, ratio=ratio,
                                                 dct_method=_DCT)
             return self._warp(pixels, window, ratio, element)
 
         if len(self.ratios) == 1:
             return branch(1)
-        return tf.switch_case(element["ratio_index"],
-                              [lambda r=r: branch(r) for r in self.ratios])
+        return tf.switch_case(ratio_index, [lambda r=r: branch(r) for r in self.ratios])
 
-    def _crop_other(self, data, element):
-        pixels = tf.io.decode_image(data, channels=3, expand_animations=False)
-        return self._crop_window(pixels, element)
-
-    def _crop_window(self, pixels, element):
+    def _crop_window(self, pixels, bounds, element):
         shape = tf.shape(pixels)
-        window = _region(element["sample_bounds"], 1, shape[0], shape[1])
+        window = _region(bounds, 1, shape[0], shape[1])
         pixels = pixels[window[0]:window[0] + window[2], window[1]:window[1] + window[3]]
         return self._warp(pixels, window, 1, element)
 
-    def _crop_cached(self, element):
+    def _cached(self, index):
         flat, offsets, shapes = self.cache
-        index = element["cache_index"]
         shape = shapes[index]
         size = tf.cast(tf.reduce_prod(shape), tf.int64)
-        pixels = tf.reshape(flat[offsets[index]:offsets[index] + size], shape)
-        return self._crop_window(pixels, element)
+        return tf.reshape(flat[offsets[index]:offsets[index] + size], shape)
 
 
 def _opencv_warp(pixels, matrix, output_size):
-    """numpy: ``cv2.warpAffine`` (bilinear, zero border) of a uint8 image; uint8 out."""
+    """numpy: ``cv2.warpAffine`` (bilinear, zero border) of a uint8 image; uint8 out.
+
+    ``matrix`` (2, 3) gives one crop (H, W, 3); (n, 2, 3) gives n crops (n, H, W, 3).
+    """
     import cv2
 
-    return cv2.warpAffine(pixels, matrix.astype(np.float64), (int(output_size[1]), int(output_size[0])),
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    size = (int(output_size[1]), int(output_size[0]))
+    if matrix.ndim == 3:
+        return np.stack([_opencv_warp(pixels, m, output_size) for m in matrix]).reshape(
+            (len(matrix), size[1], size[0], 3))
+    return cv2.warpAffine(pixels, matrix.astype(np.float64), size, flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def _preprocess_batch(images):
@@ -270,7 +295,7 @@ def build_dataset(records, *, keypoints, input_size=(256, 192), heatmap_size=(64
                   train, batch_size, augment=None, seed=0, shuffle_buffer=2048, input_context=None,
                   drop_remainder=None, repeat=False, skipped_counter=None, num_parallel_calls=None,
                   deterministic=True, opencv_warp=None, max_decode_ratio=1, cache_images=False,
-                  cache_limit_bytes=1 << 30, check_files=True):
+                  cache_limit_bytes=1 << 30, check_files=True, decode_once_per_image=None):
     """The tf.data pipeline over person records (see the module docstring for the elements).
 
     Args:
@@ -301,6 +326,13 @@ def build_dataset(records, *, keypoints, input_size=(256, 192), heatmap_size=(64
         image that much (1: always full size, exact cv2.warpAffine equivalence).
       cache_images: keep the decoded images in memory when they fit in ``cache_limit_bytes``.
       check_files: call :func:`check_image_files` first.
+      decode_once_per_image: read and decode each image once for all of its people (COCO
+        train has ~2.6 per image) instead of once per person; default: when training
+        (evaluation keeps the record order). Images are shuffled, and
+        their people then pass through a shuffle buffer of ``shuffle_buffer`` samples: every
+        person still comes once per epoch, but the people of one image land in nearby
+        batches more often than with the per-person shuffle. The augmentation draws
+        differ from the per-person pipeline's (they are keyed by image).
 
     Returns:
       A ``tf.data.Dataset`` of batched element dicts.
@@ -317,7 +349,8 @@ def build_dataset(records, *, keypoints, input_size=(256, 192), heatmap_size=(64
     ratios = tuple(r for r in _RATIOS if r <= max_decode_ratio)
     cache = _decoded_cache(paths, cache_limit_bytes) if cache_images else None
     opencv_warp = train if opencv_warp is None else opencv_warp
-    cropper = _Cropper(input_size, ratios, cache, opencv_warp)
+    decode_once_per_image = train if decode_once_per_image is None else decode_once_per_image
+    cropper = _Cropper(input_size, ratios, cache, opencv_warp, grouped=decode_once_per_image)
     permutation = tf.constant(flip_permutation(keypoints.num_joints, keypoints.flip_pairs))
 
     columns = stack_records(records)
@@ -328,11 +361,21 @@ def build_dataset(records, *, keypoints, input_size=(256, 192), heatmap_size=(64
         num_pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
         batch_size = input_context.get_per_replica_batch_size(batch_size)
 
-    ds = tf.data.Dataset.from_tensor_slices(columns)
+    if decode_once_per_image:
+        # One element per image: the indices of its records (records of an image are
+        # usually adjacent; a stable sort keeps their order).
+        order = np.argsort(columns["cache_index"], kind="stable")
+        lengths = np.bincount(columns["cache_index"], minlength=len(paths))
+        ds = tf.data.Dataset.from_tensor_slices(tf.RaggedTensor.from_row_lengths(order, lengths))
+        shuffle_units = len(paths)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(columns)
+        shuffle_units = len(records)
     if num_pipelines > 1:
         ds = ds.shard(num_pipelines, pipeline_id)
     if train:
-        ds = ds.shuffle(min(shuffle_buffer, len(records)), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(min(shuffle_buffer, shuffle_units), seed=seed,
+                        reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
 
@@ -342,6 +385,8 @@ def build_dataset(records, *, keypoints, input_size=(256, 192), heatmap_size=(64
 
     def crop(element):
         ok, image = cropper(element)
+        if decode_once_per_image:  # one verdict for all the people of the image
+            ok = tf.fill(tf.shape(element["matrix"])[:1], ok)
         return dict(element, image=image, valid=ok)
 
     def keep(element):
@@ -361,9 +406,20 @@ def build_dataset(records, *, keypoints, input_size=(256, 192), heatmap_size=(64
         return dict(batch, image=_preprocess_batch(batch["image"]), heatmaps=heatmaps,
                     target_weight=weights)
 
-    ds = ds.batch(_PLAN_BATCH).enumerate().map(plan).unbatch()
-    ds = ds.map(crop, num_parallel_calls=parallel, deterministic=deterministic)
-    ds = ds.ignore_errors(log_warning=True).filter(keep)
+    if decode_once_per_image:
+        table = {k: tf.constant(v) for k, v in columns.items()}
+        ds = ds.enumerate().map(
+            lambda group, rows: plan(group, {k: tf.gather(v, rows) for k, v in table.items()}))
+        ds = ds.map(crop, num_parallel_calls=parallel, deterministic=deterministic)
+        ds = ds.ignore_errors(log_warning=True).unbatch()
+        if train:
+            ds = ds.shuffle(min(shuffle_buffer, len(records)), seed=seed + 1,
+                            reshuffle_each_iteration=True)
+    else:
+        ds = ds.batch(_PLAN_BATCH).enumerate().map(plan).unbatch()
+        ds = ds.map(crop, num_parallel_calls=parallel, deterministic=deterministic)
+        ds = ds.ignore_errors(log_warning=True)
+    ds = ds.filter(keep)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(finish, num_parallel_calls=parallel, deterministic=deterministic)
     return ds.prefetch(tf.data.AUTOTUNE)

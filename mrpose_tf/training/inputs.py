@@ -143,7 +143,9 @@ def training_data_from_config(config):
             train_records, train=True, batch_size=global_batch,
             augment=config.augment.to_dict(), seed=int(config.train.seed) + int(epoch),
             shuffle_buffer=int(config.train.shuffle_buffer), input_context=input_context,
-            repeat=True, check_files=not checked, **common)
+            repeat=True, check_files=not checked,
+            decode_once_per_image=bool(config.train.get("decode_once_per_image", True)),
+            **common)
         checked.append(True)
         return dataset
 
