@@ -2,7 +2,7 @@
 
   python scripts/benchmark.py pipeline --annotations=FILE --images=DIR --json=OUT
   python scripts/benchmark.py inference --json=OUT [--naive_tflite]
-  python scripts/benchmark.py train [--archs simple_baseline mrfeanet2] [--steps 5]
+  python scripts/benchmark.py train [--archs simple_baseline mrfeanet2] [--steps 15]
 
 Adding a benchmark: write ``def cmd_NAME(args)`` and ``def add_NAME(subparsers)`` (which
 declares its flags and sets ``func=cmd_NAME``) and list ``add_NAME`` in ``SUBCOMMANDS``.
@@ -212,6 +212,34 @@ def _measure_train_step(arch, precision, args):
     return args.steps * args.batch_size / seconds, loss
 
 
+def _model_macs(arch):
+    """Multiply-accumulates of one 256x192 forward pass (:func:`count_flops` / 2)."""
+    import keras
+
+    from mrpose_tf.models import build_model
+    from mrpose_tf.models.complexity import count_flops
+
+    macs = count_flops(build_model(arch, "resnet50", 17, INPUT_SIZE)) / 2
+    keras.utils.clear_session()
+    return macs
+
+
+def _matmul_rate(dtype, size=2048, runs=5):
+    """Best multiply-accumulates/s of a size^3 TF matmul in ``dtype`` (the GEMM ceiling)."""
+    import tensorflow as tf
+
+    a = tf.cast(tf.random.stateless_normal((size, size), seed=(1, 2)), dtype)
+    b = tf.cast(tf.random.stateless_normal((size, size), seed=(3, 4)), dtype)
+    matmul = tf.function(lambda a, b: tf.matmul(a, b))
+    matmul(a, b).numpy()
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+    return size ** 3 / best
+
+
 def _torch_model(arch):
     """A plain PyTorch equivalent of the Keras network (torchvision ResNet-50 + the head)."""
     import torch
@@ -280,23 +308,35 @@ def cmd_train(args):
     print(f"training step, {INPUT_SIZE[0]}x{INPUT_SIZE[1]}, batch {args.batch_size}, "
           f"ResNet-50, {args.steps} timed steps after {args.warmup_steps} warm-up, "
           f"jit {'on' if args.jit else 'off'}")
-    print(f"{'arch':<18}{'precision':<16}{'img/s':>8}{'x authors':>11}{'torch img/s':>13}")
+    # The ceiling: a training step is ~3 forward passes of multiply-accumulates (forward,
+    # input gradients, weight gradients); no step can beat this machine's best GEMM rate.
+    gemm = {p: _matmul_rate("bfloat16" if p == "mixed_bfloat16" else "float32")
+            for p in args.precisions if p != "mixed_float16"}
+    print("GEMM ceiling (2048^3 tf.matmul): " + ", ".join(
+        f"{p} {rate / 1e9:.0f} GMAC/s" for p, rate in gemm.items()))
+    print(f"{'arch':<18}{'precision':<16}{'img/s':>8}{'x authors':>11}{'ceiling':>9}"
+          f"{'torch img/s':>13}")
     results = []
     for arch in args.archs:
         torch_rate = _measure_torch(arch, args) if have_torch else None
+        step_macs = 3 * _model_macs(arch)
         for precision in args.precisions:
             rate, loss = _measure_train_step(arch, precision, args)
             ratio = rate / AUTHORS_IMAGES_PER_S[arch]
+            ceiling = gemm[precision] / step_macs if precision in gemm else None
             torch_text = f"{torch_rate:.2f}" if torch_rate else "(no torch)"
-            print(f"{arch:<18}{precision:<16}{rate:>8.2f}{ratio:>10.2f}x{torch_text:>13}",
-                  flush=True)
+            ceiling_text = f"{ceiling:.2f}" if ceiling else "-"
+            print(f"{arch:<18}{precision:<16}{rate:>8.2f}{ratio:>10.2f}x{ceiling_text:>9}"
+                  f"{torch_text:>13}", flush=True)
             results.append({"arch": arch, "precision": precision, "images_per_s": rate,
                             "authors_pytorch_images_per_s": AUTHORS_IMAGES_PER_S[arch],
+                            "ceiling_images_per_s": ceiling, "train_macs_per_image": step_macs,
                             "torch_images_per_s": torch_rate, "last_loss": loss})
+    print("ceiling = GEMM ceiling / (3 x forward multiply-accumulates per image)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"batch_size": args.batch_size, "input_size": INPUT_SIZE,
-                       "results": results}, f, indent=2)
+                       "gemm_macs_per_s": gemm, "results": results}, f, indent=2)
 
 
 def add_train(subparsers):
@@ -305,8 +345,8 @@ def add_train(subparsers):
     p.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"],
                    choices=["float32", "mixed_bfloat16", "mixed_float16"])
     p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--warmup_steps", type=int, default=2)
+    p.add_argument("--steps", type=int, default=15)
+    p.add_argument("--warmup_steps", type=int, default=3)
     p.add_argument("--jit", type=lambda s: s.lower() in ("1", "true", "yes"), default=False)
     p.add_argument("--json", default="", help="write the results here")
     p.set_defaults(func=cmd_train)
@@ -400,6 +440,40 @@ def _inference_runners(arch, args, workdir):
     return runners
 
 
+def _xnnpack_rate(quantization, threads, runs=20):
+    """Best multiply-accumulates/s of XNNPACK here on plain convolutions (the ceiling).
+
+    Two TFLite models, each a stack of convolutions at ResNet-like sizes (1x1 1024->1024 and
+    3x3 256->256 at 32x24); the faster one's median rate is the ceiling for a whole model.
+    """
+    import keras
+    import numpy as np
+
+    from mrpose_tf.export.tflite import convert_all, litert_interpreter
+
+    best = 0.0
+    for kernel, channels in ((1, 1024), (3, 256)):
+        inputs = keras.Input((32, 24, channels))
+        x = inputs
+        for _ in range(4):
+            x = keras.layers.Conv2D(channels, kernel, padding="same")(x)
+        model = keras.Model(inputs, x)
+        crops = np.random.default_rng(0).normal(0, 1, (4, 32, 24, channels)).astype(np.float32)
+        interpreter = litert_interpreter(convert_all(model, [quantization], crops)[quantization],
+                                         num_threads=threads)
+        (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+
+        def run():
+            interpreter.set_tensor(inp["index"], crops[:1])
+            interpreter.invoke()
+            interpreter.get_tensor(out["index"])
+
+        macs = 4 * 32 * 24 * kernel * kernel * channels * channels
+        best = max(best, macs / (_timed(run, runs, 3) / 1e3))
+        keras.utils.clear_session()
+    return best
+
+
 def _torch_inference_runners(arch, threads):
     """{'torch': (batch-1 fn, batch-16 fn)} of the same network in plain PyTorch, if installed."""
     try:
@@ -424,9 +498,16 @@ def cmd_inference(args):
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    latency, throughput, partitions = {}, {}, {}
+    latency, throughput, partitions, floors = {}, {}, {}, {}
+    ceilings = {q: _xnnpack_rate(q, args.threads) for q in ("fp32", "int8")
+                if f"tflite_{q}" in args.runtimes}
+    if ceilings:
+        print("XNNPACK ceiling (best of plain 1x1 / 3x3 conv stacks): " + ", ".join(
+            f"{q} {rate / 1e9:.0f} GMAC/s" for q, rate in ceilings.items()))
     with tempfile.TemporaryDirectory() as workdir:
         for arch in args.archs:
+            macs = _model_macs(arch)
+            floors[arch] = {f"tflite_{q}": macs / rate * 1e3 for q, rate in ceilings.items()}
             runners = {**_inference_runners(arch, args, workdir),
                        **_torch_inference_runners(arch, args.threads)}
             latency[arch], throughput[arch], partitions[arch] = {}, {}, {}
@@ -434,19 +515,23 @@ def cmd_inference(args):
                 latency[arch][name] = _timed(batch1, args.runs, args.warmup)
                 throughput[arch][name] = 16e3 / _timed(batch16, max(3, args.runs // 4), 1)
                 delegated = ""
+                if name in floors[arch]:
+                    delegated = f"   floor {floors[arch][name]:.1f} ms"
                 if hasattr(batch1, "xnnpack_partitions"):
                     partitions[arch][name] = batch1.xnnpack_partitions
-                    delegated = f"   XNNPACK partitions: {batch1.xnnpack_partitions}"
+                    delegated += f"   XNNPACK partitions: {batch1.xnnpack_partitions}"
                 print(f"{arch:<16}{name:<20}{latency[arch][name]:>10.1f} ms"
                       f"{throughput[arch][name]:>10.1f} img/s (batch 16){delegated}", flush=True)
     if not any("torch" in by_runtime for by_runtime in latency.values()):
         print("torch/torchvision not installed: PyTorch column skipped")
     print(f"ResNet-50, {INPUT_SIZE[0]}x{INPUT_SIZE[1]}, random weights, {args.threads} threads; "
-          f"latency = median of {args.runs} batch-1 runs")
+          f"latency = median of {args.runs} batch-1 runs; floor = the model's multiply-"
+          f"accumulates at the XNNPACK ceiling")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"latency_ms": latency, "throughput_b16": throughput,
-                       "xnnpack_partitions": partitions,
+                       "xnnpack_partitions": partitions, "floor_ms": floors,
+                       "xnnpack_macs_per_s": ceilings,
                        "threads": args.threads, "runs": args.runs}, f, indent=2)
 
 

@@ -81,9 +81,12 @@ def test_fused_layer_falls_back_where_the_kernel_does_not_apply():
     assert not fused._fusable(x, None)
     np.testing.assert_allclose(fused(x, training=True).numpy(),
                                keras_layer(x, training=True).numpy(), rtol=1e-5, atol=1e-5)
+    x4 = tf.random.stateless_normal((2, 3, 3, 4), seed=(3, 4))
+    assert fused._fusable(x4, None)
     fused.synchronized = True  # statistics across replicas: the Keras path
-    x4 = tf.random.stateless_normal((2, 3, 3, 4), seed=(3, 4), dtype=tf.float64)
     assert not fused._fusable(x4, None)
+    fused.synchronized = False
+    assert not fused._fusable(tf.cast(x4, tf.float64), None)  # no float64 kernel
 
 
 def test_use_fused_batch_norm_switches_in_place_and_keeps_the_variables():

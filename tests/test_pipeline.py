@@ -236,3 +236,31 @@ def test_missing_image_file_is_reported_before_iteration(coco, tmp_path):
         check_image_files(records + [gone])
     with pytest.raises(FileNotFoundError, match="1 of 5 image files are missing.*gone.jpg"):
         build(records + [gone], spec)
+
+
+def test_decoding_once_per_image_with_cache_and_reduced_size_decoding(coco):
+    records, spec, _ = coco
+    # Cached images: the same crops as the per-person pipeline, person by person (to float
+    # rounding: the shared window moves the origin of each crop's matrix).
+    plain = elements(build(records, spec))
+    grouped = elements(build(records, spec, cache_images=True, decode_once_per_image=True))
+    assert len(grouped) == len(plain) == 14
+    by_record = {id(_record_of(records, e)): e for e in plain}
+    for e in grouped:
+        np.testing.assert_allclose(e["image"], by_record[id(_record_of(records, e))]["image"],
+                                   atol=0.05)
+    # One image, two boxes, one 3x larger (decoded at 1/4 size alone; the other at 1/2 here):
+    # the shared decode is the finer of the two, so no crop is further from the exact
+    # cv2.warpAffine crop than when it is decoded alone, and the large box's is closer.
+    big = [r for r in records if r.image_id == 785][0]
+    group = [type(big)(**{**big.__dict__, "scale": big.scale * 3.0}), big]
+
+    def errors(**kwargs):
+        out = elements(build(group, spec, max_decode_ratio=8, **kwargs))
+        assert len(out) == len(group)
+        return [np.abs(crop_rgb(e) - cv2_crop(r.image_path, get_affine_transform(
+            r.center, r.scale, 0.0, INPUT))).mean() for r, e in zip(group, out)]
+
+    shared, alone = errors(decode_once_per_image=True), errors(decode_once_per_image=False)
+    assert shared[1] <= alone[1] + 0.01
+    assert shared[0] < alone[0] - 0.5

@@ -13,7 +13,8 @@ Every element of a built dataset is a dict of batched tensors:
 
 Speed (one CPU core must beat a per-sample OpenCV loop 2x; ``scripts/benchmark.py pipeline``):
 
-* Records are planned in groups of ``_PLAN_BATCH``: augmentation draws, crop matrices (a
+* Records are planned in groups (``_PLAN_BATCH`` records, or the people of one image with
+  ``decode_once_per_image``): augmentation draws, crop matrices (a
   horizontal flip folded in, independent of the image width), crop joints and the image
   region each crop samples are computed vectorised, once per group, before any decoding.
 * Per image only (with ``decode_once_per_image``, the training default: once for all the
@@ -51,6 +52,9 @@ _log = logging.getLogger(__name__)
 _RATIOS = (1, 2, 4, 8)
 _TAIL_BYTES = 256
 _PLAN_BATCH = 64  # records whose augmentation and crop geometry are computed together
+# Crops held to mix the people of one image into different batches (decode_once_per_image):
+# 512 crops of 256x192 are 75 MB as uint8 (OpenCV warp), 300 MB as float32 (TF warp).
+_SAMPLE_SHUFFLE = 512
 _OUTPUT_KEYS = ("image", "center", "scale", "image_id", "box_score", "area", "joints",
                 "visibility", "matrix", "flipped")
 # libjpeg's accurate integer IDCT: the same pixels as cv2.imread (the default differs by ~1).
@@ -328,11 +332,11 @@ def build_dataset(records, *, keypoints, input_size=(256, 192), heatmap_size=(64
       check_files: call :func:`check_image_files` first.
       decode_once_per_image: read and decode each image once for all of its people (COCO
         train has ~2.6 per image) instead of once per person; default: when training
-        (evaluation keeps the record order). Images are shuffled, and
-        their people then pass through a shuffle buffer of ``shuffle_buffer`` samples: every
-        person still comes once per epoch, but the people of one image land in nearby
-        batches more often than with the per-person shuffle. The augmentation draws
-        differ from the per-person pipeline's (they are keyed by image).
+        (evaluation keeps the record order). Images are shuffled (``shuffle_buffer``), and
+        their people then pass through a buffer of 512 crops: every person still comes once
+        per epoch, but the people of one image land in nearby batches more often than with
+        the per-person shuffle. The augmentation draws differ from the per-person
+        pipeline's (they are keyed by image).
 
     Returns:
       A ``tf.data.Dataset`` of batched element dicts.
@@ -409,11 +413,12 @@ def build_dataset(records, *, keypoints, input_size=(256, 192), heatmap_size=(64
     if decode_once_per_image:
         table = {k: tf.constant(v) for k, v in columns.items()}
         ds = ds.enumerate().map(
-            lambda group, rows: plan(group, {k: tf.gather(v, rows) for k, v in table.items()}))
+            lambda group, rows: plan(group, {k: tf.gather(v, rows) for k, v in table.items()}),
+            num_parallel_calls=parallel, deterministic=deterministic)
         ds = ds.map(crop, num_parallel_calls=parallel, deterministic=deterministic)
         ds = ds.ignore_errors(log_warning=True).unbatch()
         if train:
-            ds = ds.shuffle(min(shuffle_buffer, len(records)), seed=seed + 1,
+            ds = ds.shuffle(min(shuffle_buffer, _SAMPLE_SHUFFLE, len(records)), seed=seed + 1,
                             reshuffle_each_iteration=True)
     else:
         ds = ds.batch(_PLAN_BATCH).enumerate().map(plan).unbatch()

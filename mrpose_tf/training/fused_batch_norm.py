@@ -10,8 +10,9 @@ layer's and the fused training step at 256x192.
 
 :func:`use_fused_batch_norm` switches the BatchNorm layers of a built model over in place;
 the models package stays pure Keras, and each layer keeps its name, variables, config and
-checkpoint layout, so a checkpoint written with either runs in the other. The moving
-statistics follow the Keras layer exactly (biased batch variance, the same momentum). The
+checkpoint layout, so a checkpoint written with either runs in the other. Outputs, gradients
+and moving statistics equal the Keras layer's to float rounding (the same biased batch
+variance and momentum; the summation order differs). The
 layer falls back to the Keras implementation where the kernel does not apply: synchronized
 statistics across replicas, a mask, renormalisation, or anything but a 4-D channels-last
 input.
