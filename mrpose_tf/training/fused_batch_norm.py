@@ -4,18 +4,17 @@ Keras 3's ``BatchNormalization`` upcasts to float32 and normalises with separate
 casts, the moments, the scale and shift, and the gradients of each: about ten passes over
 every activation). TensorFlow's ``FusedBatchNormV3`` does the forward pass in one kernel and
 the backward pass in one more, reads bfloat16/float16 activations directly and still keeps
-its statistics in float32. Measured on this project's 2-core CPU
-(``python scripts/benchmark.py train``), it is most of the difference between the Keras
-layer's and the fused training step at 256x192.
+its statistics in float32. On this project's 2-core CPU (``python scripts/benchmark.py
+train``, 256x192, batch 8, bfloat16) it takes the training step of SimpleBaseline-R50 from
+5.45 to 7.76 img/s and that of MRFeaNet2-R50 from 2.74 to 3.20.
 
 :func:`use_fused_batch_norm` switches the BatchNorm layers of a built model over in place;
 the models package stays pure Keras, and each layer keeps its name, variables, config and
 checkpoint layout, so a checkpoint written with either runs in the other. Outputs, gradients
 and moving statistics equal the Keras layer's to float rounding (the same biased batch
-variance and momentum; the summation order differs). The
-layer falls back to the Keras implementation where the kernel does not apply: synchronized
-statistics across replicas, a mask, renormalisation, or anything but a 4-D channels-last
-input.
+variance and momentum; the summation order differs). The layer falls back to the Keras
+implementation where the kernel does not apply: synchronized statistics across replicas, a
+mask, renormalisation, float64, or anything but a 4-D channels-last input.
 """
 import keras
 import tensorflow as tf
