@@ -201,7 +201,7 @@ def _measure_train_step(arch, precision, args):
                           precision=precision, jit_compile=args.jit, log=lambda line: None)
         data = random_examples(args.batch_size, INPUT_SIZE, HEATMAP_SIZE, 17)
         dataset = tensor_dataset_fn(data, args.batch_size, repeat=True)
-        batches = iter(strategy.distribute_datasets_from_function(lambda ctx: dataset(ctx)))
+        batches = iter(trainer.distribute(dataset))
         for _ in range(args.warmup_steps):
             float(trainer.train_step(next(batches)))
         start = time.perf_counter()
