@@ -212,14 +212,22 @@ def _measure_train_step(arch, precision, args):
     return args.steps * args.batch_size / seconds, loss
 
 
-def _model_macs(arch):
-    """Multiply-accumulates of one 256x192 forward pass (:func:`count_flops` / 2)."""
+def _model_macs(arch, winograd=None):
+    """Multiply-accumulates of one 256x192 forward pass (:func:`count_flops` / 2).
+
+    ``winograd`` (True/False) counts the TFLite inference model of that form instead of the
+    training graph (False: the direct sub-pixel form, the same count).
+    """
     import keras
 
+    from mrpose_tf.export import inference_model
     from mrpose_tf.models import build_model
     from mrpose_tf.models.complexity import count_flops
 
-    macs = count_flops(build_model(arch, "resnet50", 17, INPUT_SIZE)) / 2
+    model = build_model(arch, "resnet50", 17, INPUT_SIZE)
+    if winograd is not None:
+        model = inference_model(model, winograd=winograd)
+    macs = count_flops(model) / 2
     keras.utils.clear_session()
     return macs
 
@@ -398,8 +406,9 @@ def _inference_runners(arch, args, workdir):
     import tensorflow as tf
 
     from mrpose_tf.config import base_config
-    from mrpose_tf.export import export_saved_model, inference_model
-    from mrpose_tf.export.tflite import convert_all, delegation, litert_interpreter
+    from mrpose_tf.export import export_saved_model
+    from mrpose_tf.export.tflite import (convert_all, convert_pose_model, delegation,
+                                         litert_interpreter)
     from mrpose_tf.models import build_model
 
     rng = np.random.default_rng(0)
@@ -417,8 +426,8 @@ def _inference_runners(arch, args, workdir):
         runners["saved_model"] = (lambda: serving(image=tf.constant(one)),
                                   lambda: serving(image=tf.constant(sixteen)))
     names = [r for r in args.runtimes if r.startswith("tflite_")]
-    converted = convert_all(inference_model(model), [r.split("_")[1] for r in names],
-                            sixteen[:args.calibration_crops])
+    converted = convert_pose_model(model, [r.split("_")[1] for r in names],
+                                   sixteen[:args.calibration_crops])
     flatbuffers = {name: converted[name.split("_")[1]] for name in names}
     if args.naive_tflite:  # the plain TRANSPOSE_CONV conversion, to compare
         flatbuffers["tflite_fp32_naive"] = convert_all(model, ["fp32"])["fp32"]
@@ -506,8 +515,9 @@ def cmd_inference(args):
             f"{q} {rate / 1e9:.0f} GMAC/s" for q, rate in ceilings.items()))
     with tempfile.TemporaryDirectory() as workdir:
         for arch in args.archs:
-            macs = _model_macs(arch)
-            floors[arch] = {f"tflite_{q}": macs / rate * 1e3 for q, rate in ceilings.items()}
+            # The float models run the Winograd form (fewer MACs), int8 the direct one.
+            floors[arch] = {f"tflite_{q}": _model_macs(arch, winograd=q == "fp32") / rate * 1e3
+                            for q, rate in ceilings.items()}
             runners = {**_inference_runners(arch, args, workdir),
                        **_torch_inference_runners(arch, args.threads)}
             latency[arch], throughput[arch], partitions[arch] = {}, {}, {}

@@ -9,9 +9,10 @@ import pytest
 import tensorflow as tf
 
 import mrpose_tf
-from mrpose_tf.export import inference_model, subpixel_kernels
-from mrpose_tf.export.subpixel import SubPixelDeconv
-from mrpose_tf.export.tflite import delegation, litert_interpreter, run_tflite
+from mrpose_tf.export import inference_model, subpixel, subpixel_kernels, winograd_kernels
+from mrpose_tf.export.subpixel import SubPixelDeconv, WinogradDeconv
+from mrpose_tf.export.tflite import convert_all, delegation, litert_interpreter, run_tflite
+from mrpose_tf.models.complexity import count_flops
 from mrpose_tf.inference import Predictor
 from mrpose_tf.models import ARCHITECTURES
 from tests.conftest import REPO_ROOT
@@ -108,8 +109,40 @@ def test_subpixel_deconv_equals_transposed_conv_on_random_inputs():
         np.testing.assert_allclose(got, expected + bias, atol=1e-5, rtol=1e-5)
 
 
+def test_winograd_deconv_equals_transposed_conv_on_random_inputs():
+    rng = np.random.default_rng(2)
+    for h, w, cin, cout in [(2, 2, 3, 2), (6, 4, 16, 8), (4, 10, 5, 7)]:
+        x = rng.normal(size=(2, h, w, cin)).astype(np.float32)
+        kernel = rng.normal(size=(4, 4, cout, cin)).astype(np.float32)
+        bias = rng.normal(size=cout).astype(np.float32)
+        expected = _transposed_conv_numpy(x, kernel) + bias
+        got = WinogradDeconv(winograd_kernels(kernel), bias)(x).numpy()
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-5)
+        relu = WinogradDeconv(winograd_kernels(kernel), bias, relu=True)
+        np.testing.assert_allclose(relu(x).numpy(), np.maximum(expected, 0), atol=1e-4)
+        # 36 instead of 64 multiply-accumulates per 2x2 input pixels.
+        assert relu.multiply_accumulates() * 16 == 9 * h * w * 16 * cin * cout
+    with pytest.raises(ValueError, match="even height and width"):
+        WinogradDeconv(winograd_kernels(kernel), bias)(np.zeros((1, 3, 4, cin), np.float32))
+
+
+def test_tflite_winograd_deconv_equals_transposed_conv_in_one_xnnpack_partition():
+    rng = np.random.default_rng(4)
+    kernel = rng.normal(0, 0.1, (4, 4, 24, 32)).astype(np.float32)
+    bias = rng.normal(size=24).astype(np.float32)
+    inputs = keras.Input((8, 6, 32))
+    model = keras.Model(inputs, WinogradDeconv(winograd_kernels(kernel), bias, relu=True)(inputs))
+    interpreter = litert_interpreter(convert_all(model, ["fp32"])["fp32"])
+    assert delegation(interpreter) == (1, True)
+    x = rng.normal(size=(2, 8, 6, 32)).astype(np.float32)
+    expected = np.maximum(_transposed_conv_numpy(x, kernel) + bias, 0)
+    got = run_tflite(interpreter, x)
+    assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("winograd", [False, True])
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
-def test_inference_model_equals_training_model_for_every_arch(arch):
+def test_inference_model_equals_training_model_for_every_arch(arch, winograd, monkeypatch):
     keras.backend.clear_session()
     rng = np.random.default_rng(1)
     model = mrpose_tf.build_model(arch, "resnet50", num_joints=3, input_size=(64, 32))
@@ -120,13 +153,25 @@ def test_inference_model_equals_training_model_for_every_arch(arch):
                                rng.normal(0, .1, n), rng.uniform(0.5, 2, n)])
         if isinstance(layer, keras.layers.Conv2DTranspose):
             layer.kernel.assign(rng.normal(0, 0.05, layer.kernel.shape))
-    fast = inference_model(model)
-    num_deconvs = sum(isinstance(l, keras.layers.Conv2DTranspose) for l in model.layers)
-    assert sum(isinstance(l, SubPixelDeconv) for l in fast.layers) == num_deconvs
+    deconvs = [l for l in model.layers if isinstance(l, keras.layers.Conv2DTranspose)]
+    if winograd:
+        # At this small size no layer saves enough to be worth it by default...
+        assert not any(isinstance(l, WinogradDeconv)
+                       for l in inference_model(model, winograd=True).layers)
+        monkeypatch.setattr(subpixel, "WINOGRAD_MIN_SAVED_MACS", 0)
+    fast = inference_model(model, winograd=winograd)
+    # ... and with no threshold, every one whose input is even (not the 2x1 C5) is Winograd.
+    even = sum(l.input.shape[1] % 2 == 0 and l.input.shape[2] % 2 == 0 for l in deconvs)
+    rewritten = [l for l in fast.layers if isinstance(l, (SubPixelDeconv, WinogradDeconv))]
+    assert len(rewritten) == len(deconvs)
+    assert sum(isinstance(l, WinogradDeconv) for l in rewritten) == (even if winograd else 0)
     assert not any(isinstance(l, keras.layers.Conv2DTranspose) for l in fast.layers)
     folded_relus = sum(isinstance(l, keras.layers.ReLU) for l in model.layers) - sum(
         isinstance(l, keras.layers.ReLU) for l in fast.layers)
-    assert folded_relus == sum(l.relu for l in fast.layers if isinstance(l, SubPixelDeconv)) > 0
+    assert folded_relus == sum(l.relu for l in rewritten) > 0
+    saved = sum(7 * l.input.shape[1] * l.input.shape[2] * l.input.shape[3] * l.filters
+                for l in deconvs if l.input.shape[1] % 2 == 0 and l.input.shape[2] % 2 == 0)
+    assert count_flops(model) - count_flops(fast) == (2 * saved if winograd else 0)
     x = rng.normal(0, 60, (2, 64, 32, 3)).astype(np.float32)
     expected = model(x, training=False).numpy()  # eager: no tf.function tracing to wait for
     got = fast(x, training=False).numpy()

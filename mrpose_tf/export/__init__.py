@@ -5,7 +5,9 @@ runner and a TF Serving client that need neither TensorFlow nor this package).
 """
 from mrpose_tf.export.exporter import (FORMATS, calibration_crops, compare_int8_fp32,
                                        export_model, export_saved_model)
-from mrpose_tf.export.subpixel import SubPixelDeconv, inference_model, subpixel_kernels
+from mrpose_tf.export.subpixel import (SubPixelDeconv, WinogradDeconv, inference_model,
+                                       subpixel_kernels, winograd_kernels)
 
 __all__ = ["FORMATS", "SubPixelDeconv", "calibration_crops", "compare_int8_fp32",
-           "export_model", "export_saved_model", "inference_model", "subpixel_kernels"]
+           "export_model", "export_saved_model", "inference_model", "subpixel_kernels",
+           "WinogradDeconv", "winograd_kernels"]

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mrpose_tf.export import graph, subpixel, tflite
+from mrpose_tf.export import graph, tflite
 from mrpose_tf.inference import _flip_pairs_of, crop_person
 from mrpose_tf.preprocessing import preprocess
 
@@ -179,7 +179,7 @@ def export_model(model, config, output_dir, formats=FORMATS, representative_crop
         if "int8" in quantizations:
             crops = (representative_crops if representative_crops is not None
                      else calibration_crops(config))
-        converted = tflite.convert_all(subpixel.inference_model(model), quantizations, crops)
+        converted = tflite.convert_pose_model(model, quantizations, crops)
         for name, quantization in zip(tflite_formats, quantizations):
             paths[name] = os.path.join(output_dir, FILE_NAMES[name])
             with open(paths[name], "wb") as f:
