@@ -64,7 +64,8 @@ def test_evaluate_script_writes_results_that_pycocotools_accepts(run_dir, coco_r
     out = run / "eval_out"
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO_ROOT, "scripts", "evaluate.py"),
-         f"--checkpoint={run}", f"--output_dir={out}", "--flip_test", "--strategy=one_device"],
+         f"--checkpoint={run}", f"--output_dir={out}", "--flip_test", "--strategy=one_device",
+         "--error_analysis"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -86,6 +87,12 @@ def test_evaluate_script_writes_results_that_pycocotools_accepts(run_dir, coco_r
     evaluator.accumulate()
     evaluator.summarize()
     np.testing.assert_allclose(list(summary["metrics"].values()), evaluator.stats, atol=1e-12)
+    # --error_analysis: on the 14 ground-truth people (the detections have no keypoints).
+    with open(out / "errors.json") as f:
+        errors = json.load(f)
+    assert len(errors["per_joint"]) == 17 and errors["labelled"] > 100
+    assert errors["resolution_ceiling"]["AP .5"] == 1.0
+    assert "left/right swaps" in proc.stdout
 
 
 class _OracleModel:
@@ -257,3 +264,47 @@ def test_demo_draws_skeletons_and_heatmap_grids(run_dir, coco_root, tmp_path):
     assert np.mean(np.any(drawn != original, axis=-1)) > 0.001   # the skeleton is drawn
     grid = cv2.imread(str(out / "000000000785_person0_heatmaps.png"))
     assert grid.shape[0] > INPUT_SIZE[0] * 3 and grid.shape[1] > INPUT_SIZE[1] * 6
+
+
+def test_keypoint_errors_hand_worked():
+    from mrpose_tf.evaluation.errors import keypoint_errors
+
+    joints = np.array([[[50, 50], [40, 60], [60, 60]], [[10, 10], [20, 20], [30, 20]]], float)
+    visibility = np.array([[1, 1, 1], [1, 1, 0]])
+    predicted = np.array([[[52, 50], [60, 61], [60, 66]],     # 0.02, swap (0.2 own, 0.01 mirror), 0.06
+                          [[10, 14], [30, 20], [0, 0]]], float)  # 0.08, 0.2 (mirror unlabelled)
+    errors = keypoint_errors(predicted, joints, visibility, [100, 50], [(1, 2)], ["a", "l", "r"])
+    assert errors["labelled"] == 5
+    assert errors["PCK@0.1"] == pytest.approx(3 / 5)
+    assert errors["PCK@0.05"] == pytest.approx(1 / 5) == errors["PCK@0.025"]
+    assert errors["swap_rate"] == pytest.approx(1 / 5)
+    assert errors["per_joint"]["l"] == {"labelled": 2, "swap_rate": 0.5,
+                                        "median_error": pytest.approx((np.hypot(20, 1) / 100 + 0.2) / 2)}
+    assert errors["per_joint"]["r"]["median_error"] == pytest.approx(0.06)
+    with pytest.raises(ValueError, match="shapes disagree"):
+        keypoint_errors(predicted[:1], joints, visibility, [100, 50], [(1, 2)])
+
+
+def test_analyze_errors_of_an_oracle_and_of_a_left_right_swapped_oracle(coco_root):
+    from mrpose_tf.evaluation.errors import analyze_errors
+    from mrpose_tf.geometry import flip_permutation
+
+    config = _config(coco_root, use_gt_boxes=True)
+    records, keypoints = read_split(config, "val")
+    perfect = analyze_errors(_OracleModel(records), config, records, keypoints, flip_test=False)
+    assert perfect["PCK@0.1"] == 1.0 and perfect["swap_rate"] == 0.0
+    mirror = flip_permutation(17, keypoints.flip_pairs)
+    oracle = _OracleModel(records)
+    swapped = analyze_errors(lambda crops: oracle(crops)[..., mirror], config, records,
+                             keypoints, flip_test=False)
+    # Independently: labelled joints with a labelled partner more than 0.1 box sides away
+    # (decoding moves a prediction by ~0.01 box sides: borderline cases may go either way).
+    joints = np.stack([r.joints for r in records])
+    labelled = np.stack([r.visibility for r in records]) > 0
+    sides = np.array([max(r.bbox[2], r.bbox[3]) for r in records])
+    apart = np.linalg.norm(joints - joints[:, mirror], axis=-1) / sides[:, None]
+    has_partner = labelled & labelled[:, mirror] & (mirror != np.arange(17))
+    expected = (has_partner & (apart > 0.1)).sum() / labelled.sum()
+    borderline = (has_partner & (np.abs(apart - 0.1) < 0.02)).sum() / labelled.sum()
+    assert expected > 0.2
+    assert abs(swapped["swap_rate"] - expected) <= borderline + 1e-9
