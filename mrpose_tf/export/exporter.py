@@ -151,7 +151,8 @@ def export_info(config):
             "arch": config.model.arch, "backbone": config.model.backbone}
 
 
-def export_model(model, config, output_dir, formats=FORMATS, representative_crops=None):
+def export_model(model, config, output_dir, formats=FORMATS, representative_crops=None,
+                 winograd=True):
     """Export ``model`` in every requested format.
 
     Args:
@@ -162,6 +163,8 @@ def export_model(model, config, output_dir, formats=FORMATS, representative_crop
         as a sequence or a comma-separated string.
       representative_crops: (N, H, W, 3) preprocessed float32 crops for int8 calibration;
         default :func:`calibration_crops` of the config.
+      winograd: the Winograd form in the float TFLite models where it pays
+        (:func:`mrpose_tf.export.tflite.convert_pose_model`); False: smaller, slower files.
 
     Returns:
       dict format -> path of what was written (plus 'export_info').
@@ -179,7 +182,7 @@ def export_model(model, config, output_dir, formats=FORMATS, representative_crop
         if "int8" in quantizations:
             crops = (representative_crops if representative_crops is not None
                      else calibration_crops(config))
-        converted = tflite.convert_pose_model(model, quantizations, crops)
+        converted = tflite.convert_pose_model(model, quantizations, crops, winograd)
         for name, quantization in zip(tflite_formats, quantizations):
             paths[name] = os.path.join(output_dir, FILE_NAMES[name])
             with open(paths[name], "wb") as f:
