@@ -51,7 +51,25 @@ def subpixel_kernels(transposed_kernel):
     return np.stack(phases)
 
 
-class SubPixelDeconv(layers.Layer):
+class _Upsampling2x(layers.Layer):
+    """What the rewrites share: the 2x output shape and their multiply-accumulate count."""
+
+    MACS_PER_PIXEL_AND_CHANNEL_PAIR = None   # per input pixel, input and output channel
+
+    def build(self, input_shape):
+        self.input_hwc = tuple(input_shape[1:])  # for multiply_accumulates
+
+    def multiply_accumulates(self):
+        """Per image (read by :func:`mrpose_tf.models.complexity.count_flops`)."""
+        height, width, channels = self.input_hwc
+        return self.MACS_PER_PIXEL_AND_CHANNEL_PAIR * height * width * channels * self.filters
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        return (n, None if h is None else 2 * h, None if w is None else 2 * w, self.filters)
+
+
+class SubPixelDeconv(_Upsampling2x):
     """A k=4, s=2, 'same' transposed conv (optionally with a bias and a ReLU) as four 2x2 convs.
 
     Args:
@@ -59,6 +77,8 @@ class SubPixelDeconv(layers.Layer):
       bias: (C_out,) or None.
       relu: apply a ReLU (to every phase, before the interleave: the same function).
     """
+
+    MACS_PER_PIXEL_AND_CHANNEL_PAIR = 16   # 4 phases x 2x2 taps, as the transposed conv
 
     def __init__(self, phase_kernels, bias=None, relu=False, **kwargs):
         super().__init__(**kwargs)
@@ -75,9 +95,6 @@ class SubPixelDeconv(layers.Layer):
             shape=(self.filters,), initializer=keras.initializers.Constant(np.asarray(bias)),
             trainable=False, name="bias")
 
-    def build(self, input_shape):
-        self.input_hwc = tuple(input_shape[1:])  # for multiply_accumulates
-
     def call(self, x):
         phases = []
         for py in (0, 1):
@@ -90,14 +107,6 @@ class SubPixelDeconv(layers.Layer):
         # Channel block 2 py + px of depth_to_space lands at (2 m + py, 2 n + px).
         return ops.depth_to_space(ops.concatenate(phases, axis=-1), 2)
 
-    def multiply_accumulates(self):
-        """Per image: 4 phases x 2x2 taps per input pixel (as the transposed conv)."""
-        height, width, channels = self.input_hwc
-        return 16 * height * width * channels * self.filters
-
-    def compute_output_shape(self, input_shape):
-        n, h, w, _ = input_shape
-        return (n, None if h is None else 2 * h, None if w is None else 2 * w, self.filters)
 
 
 # Winograd F(2, 2) for both phases of one axis at once. Along an axis, the four outputs
@@ -160,7 +169,7 @@ def _window_components(x, tiles, channels, axis):
     return components
 
 
-class WinogradDeconv(layers.Layer):
+class WinogradDeconv(_Upsampling2x):
     """A k=4, s=2, 'same' transposed conv (optionally with a bias and a ReLU) by Winograd F(2, 2).
 
     The input (even height and width) is cut into 2x2-pixel tiles; each tile's 4x4 window
@@ -174,6 +183,8 @@ class WinogradDeconv(layers.Layer):
       bias: (C_out,) or None.
       relu: apply a ReLU to the output.
     """
+
+    MACS_PER_PIXEL_AND_CHANNEL_PAIR = 9   # 36 products per 2x2 pixels (adds not counted)
 
     def __init__(self, product_kernels, bias=None, relu=False, **kwargs):
         super().__init__(**kwargs)
@@ -191,9 +202,6 @@ class WinogradDeconv(layers.Layer):
         self.bias = None if bias is None else self.add_weight(
             shape=(self.filters,), initializer=keras.initializers.Constant(np.asarray(bias)),
             trainable=False, name="bias")
-
-    def build(self, input_shape):
-        self.input_hwc = tuple(input_shape[1:])  # for multiply_accumulates
 
     def call(self, x):
         _, height, width, channels = x.shape
@@ -224,14 +232,6 @@ class WinogradDeconv(layers.Layer):
         # Channel block 4 i + j lands at (4 t + i, 4 s + j).
         return ops.depth_to_space(ops.concatenate(rows_out, axis=-1), 4)
 
-    def multiply_accumulates(self):
-        """Per image: 36 products per 2x2 input pixels (the transforms' adds not counted)."""
-        height, width, channels = self.input_hwc
-        return 9 * height * width * channels * self.filters
-
-    def compute_output_shape(self, input_shape):
-        n, h, w, _ = input_shape
-        return (n, None if h is None else 2 * h, None if w is None else 2 * w, self.filters)
 
 
 def _consumer_counts(model):
