@@ -1,13 +1,36 @@
-"""mrpose_tf: multi-resolution representation learning for human pose estimation (TF/Keras 3)."""
-from mrpose_tf.data.targets import heatmap_targets
-from mrpose_tf.evaluation import evaluate_coco, evaluate_mpii, oks_nms
-from mrpose_tf.geometry import box_to_center_scale, get_affine_transform
-from mrpose_tf.inference import Predictor, decode_heatmaps
-from mrpose_tf.models import build_model
-from mrpose_tf.preprocessing import preprocess
+"""mrpose_tf: multi-resolution representation learning for human pose estimation (TF/Keras 3).
+
+The public names below load on first use, so ``import mrpose_tf.models`` needs Keras alone
+(the models are pure Keras 3 and build under any Keras backend, e.g. JAX on a GPU machine
+without TensorFlow); the data, evaluation and export code load TensorFlow when first used.
+"""
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["build_model", "preprocess", "box_to_center_scale", "get_affine_transform",
-           "decode_heatmaps", "oks_nms", "evaluate_coco", "evaluate_mpii", "Predictor",
-           "heatmap_targets"]
+_PUBLIC = {
+    "build_model": "mrpose_tf.models",
+    "preprocess": "mrpose_tf.preprocessing",
+    "box_to_center_scale": "mrpose_tf.geometry",
+    "get_affine_transform": "mrpose_tf.geometry",
+    "decode_heatmaps": "mrpose_tf.inference",
+    "Predictor": "mrpose_tf.inference",
+    "oks_nms": "mrpose_tf.evaluation",
+    "evaluate_coco": "mrpose_tf.evaluation",
+    "evaluate_mpii": "mrpose_tf.evaluation",
+    "heatmap_targets": "mrpose_tf.data.targets",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mrpose_tf' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

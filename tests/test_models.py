@@ -173,3 +173,28 @@ def test_flop_count_of_the_simple_baseline_head_equals_a_hand_count():
     # ResNet-50 at 224x224 is the well-known ~4.1 GMACs.
     r50 = BACKBONES["resnet50"](include_top=False, weights=None, input_shape=(224, 224, 3))
     assert 3.8e9 < count_flops(r50) / 2 < 4.2e9
+
+
+def test_models_import_without_the_tensorflow_parts_of_the_package():
+    """``import mrpose_tf.models`` loads only Keras code (the models build under any Keras
+    backend); the package's public names still resolve, each to its module's object."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mrpose_tf.models\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('mrpose_tf.')\n"
+        "                and not m.startswith('mrpose_tf.models'))\n"
+        "print(loaded)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+    from mrpose_tf import evaluation, geometry, inference, models, preprocessing
+    assert mrpose_tf.build_model is models.build_model
+    assert mrpose_tf.preprocess is preprocessing.preprocess
+    assert mrpose_tf.get_affine_transform is geometry.get_affine_transform
+    assert mrpose_tf.Predictor is inference.Predictor
+    assert mrpose_tf.evaluate_coco is evaluation.evaluate_coco
+    assert set(mrpose_tf.__all__) <= set(dir(mrpose_tf))
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        mrpose_tf.nonexistent  # noqa: B018
