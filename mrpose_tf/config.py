@@ -60,6 +60,8 @@ def base_config():
     c.train.learning_rate = 1e-3
     c.train.lr_steps = (120, 150)        # epochs at which the lr is multiplied by lr_factor
     c.train.lr_factor = 0.1
+    c.train.lr_schedule = "step"         # 'step' (the paper's) | 'cosine' (warm-up, decay to 0)
+    c.train.warmup_epochs = 0.0          # 'cosine' only: linear warm-up from 0
     c.train.use_target_weight = True
     c.train.foreground_weight = 0.0      # training aid (quickstart only): MSE x (1 + w*[t>0.1])
     c.train.seed = 0

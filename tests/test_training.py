@@ -5,6 +5,7 @@ subprocesses (tests/training_worker.py) because TF's logical devices must be set
 TF starts.
 """
 import json
+import math
 import os
 import signal
 import socket
@@ -47,6 +48,26 @@ def test_lr_schedule_drops_at_the_configured_epochs():
     assert float(StepDecay(0.5, [], 0.1)(10 ** 6)) == 0.5  # never rescaled
     with pytest.raises(ValueError, match="increasing"):
         lr_boundaries((150, 120), 10)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    config = tiny_config(learning_rate=2e-3, epochs=4, lr_schedule="cosine", warmup_epochs=1.0)
+    schedule = learning_rate_schedule(config.train, steps_per_epoch=5)
+    # Hand-worked: 5 warm-up steps 0, 0.4, 0.8, 1.2, 1.6 (x1e-3), then half a cosine period
+    # over the remaining 15 steps: 1e-3 * (1 + cos(pi * (s - 5) / 15)); 0 at the run's end.
+    expected = [2e-3 * s / 5 for s in range(5)] + [
+        1e-3 * (1 + math.cos(math.pi * (s - 5) / 15)) for s in range(5, 21)]
+    got = [float(schedule(step)) for step in range(21)]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-9)
+    assert got[5] == pytest.approx(2e-3) and got[20] == pytest.approx(0.0, abs=1e-9)
+    config.train.max_steps = 10  # the decay ends at max_steps when it is set
+    assert float(learning_rate_schedule(config.train, 5)(10)) == pytest.approx(0.0, abs=1e-9)
+    config.train.warmup_epochs = 2.0  # 10 warm-up steps leave none to decay
+    with pytest.raises(ValueError, match="warm-up steps"):
+        learning_rate_schedule(config.train, 5)
+    config.train.lr_schedule = "linear"
+    with pytest.raises(ValueError, match="lr_schedule"):
+        learning_rate_schedule(config.train, 5)
 
 
 def test_heatmap_pck_counts_correct_and_labelled_joints():
