@@ -3,6 +3,7 @@
   python scripts/benchmark.py pipeline --annotations=FILE --images=DIR --json=OUT
   python scripts/benchmark.py inference --json=OUT [--naive_tflite]
   python scripts/benchmark.py train [--archs simple_baseline mrfeanet2] [--steps 15]
+  python scripts/benchmark.py deconv [--shapes 3x2x2048x1024@32 ...]
   python scripts/benchmark.py keras --backend=jax --json=OUT   (e.g. on a GPU, no TensorFlow)
 
 Adding a benchmark: write ``def cmd_NAME(args)`` and ``def add_NAME(subparsers)`` (which
@@ -361,6 +362,64 @@ def add_train(subparsers):
     p.set_defaults(func=cmd_train)
 
 
+DECONV_SHAPES = ("3x2x2048x1024@32", "6x4x1024x512@32", "12x8x512x256@32",
+                 "8x6x2048x256@8", "8x6x2048x1024@8", "16x12x1024x512@8")
+
+
+def cmd_deconv(args):
+    """Forward + backward ms of the paper's transposed conv: TF's kernel vs one matmul."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from mrpose_tf.models.blocks import MATMUL_MAX_INPUT_PIXELS, MatmulConv2DTranspose
+
+    print(f"4x4 stride-2 transposed conv, {args.precision}, forward + backward (input and "
+          f"kernel gradients), median of {args.runs}; build_model uses the matmul form for "
+          f"inputs of <= {MATMUL_MAX_INPUT_PIXELS} pixels")
+    print(f"{'input HxW, C_in -> C_out @ batch':<34}{'Conv2DTranspose':>16}{'matmul':>10}")
+    results = []
+    rng = np.random.default_rng(0)
+    for shape in args.shapes:
+        dims, batch = shape.split("@")
+        height, width, c_in, c_out = (int(v) for v in dims.split("x"))
+        x = tf.constant(rng.standard_normal((int(batch), height, width, c_in)), tf.float32)
+        times = []
+        for cls in (keras.layers.Conv2DTranspose, MatmulConv2DTranspose):
+            keras.config.set_dtype_policy(args.precision)
+            try:
+                layer = cls(c_out, 4, strides=2, padding="same", use_bias=False)
+                layer.build(x.shape)
+            finally:
+                keras.config.set_dtype_policy("float32")
+
+            @tf.function
+            def step(layer=layer):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    loss = tf.reduce_sum(tf.cast(layer(x), tf.float32))
+                return tape.gradient(loss, [x, layer.kernel])
+
+            times.append(_timed(lambda step=step: [g.numpy() for g in step()], args.runs, 2))
+        print(f"{height}x{width}, {c_in} -> {c_out} @ {batch}".ljust(34)
+              + f"{times[0]:>13.1f} ms{times[1]:>7.1f} ms", flush=True)
+        results.append({"shape": shape, "conv2d_transpose_ms": times[0], "matmul_ms": times[1]})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"precision": args.precision, "results": results}, f, indent=2)
+
+
+def add_deconv(subparsers):
+    p = subparsers.add_parser("deconv", help="training cost of the transposed conv: TF's kernel "
+                              "vs the matmul form (MatmulConv2DTranspose)")
+    p.add_argument("--shapes", nargs="+", default=list(DECONV_SHAPES),
+                   help="HxWxC_INxC_OUT@BATCH")
+    p.add_argument("--precision", default="mixed_bfloat16", choices=["float32", "mixed_bfloat16"])
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--json", default="", help="write the results here")
+    p.set_defaults(func=cmd_deconv)
+
+
 # --- inference -------------------------------------------------------------------------------
 
 INFERENCE_ARCHS = ("simple_baseline", "mrfeanet2")
@@ -712,7 +771,7 @@ def add_keras(subparsers):
 
 # --- registry --------------------------------------------------------------------------------
 
-SUBCOMMANDS = [add_pipeline, add_train, add_inference, add_keras]
+SUBCOMMANDS = [add_pipeline, add_train, add_deconv, add_inference, add_keras]
 
 
 def main(argv=None):

@@ -11,6 +11,7 @@ import mrpose_tf
 from mrpose_tf.losses import joints_mse
 from mrpose_tf.models import ARCHITECTURES, BACKBONES, head_trainable_params
 from mrpose_tf.models.backbones import stage_outputs
+from mrpose_tf.models.blocks import MATMUL_MAX_INPUT_PIXELS, MatmulConv2DTranspose
 from tests.conftest import shared_data_path
 
 # SPEC section 1: trainable parameters outside the backbone in the authors' code.
@@ -198,3 +199,54 @@ def test_models_import_without_the_tensorflow_parts_of_the_package():
     assert set(mrpose_tf.__all__) <= set(dir(mrpose_tf))
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         mrpose_tf.nonexistent  # noqa: B018
+
+
+@pytest.mark.parametrize("height, width, c_in, c_out, bias", [
+    (3, 2, 16, 8, False), (6, 4, 5, 7, True), (1, 1, 3, 2, True), (4, 5, 6, 3, False)])
+def test_matmul_transposed_conv_equals_conv2d_transpose_forward_and_backward(
+        height, width, c_in, c_out, bias):
+    import tensorflow as tf
+
+    x = tf.constant(np.random.default_rng(height * width).standard_normal(
+        (2, height, width, c_in)))
+    kwargs = dict(strides=2, padding="same", use_bias=bias, dtype="float64")
+    reference = keras.layers.Conv2DTranspose(c_out, 4, bias_initializer="random_normal",
+                                             **kwargs)
+    layer = MatmulConv2DTranspose(c_out, 4, **kwargs)
+    reference.build(x.shape)
+    layer.build(x.shape)
+    layer.set_weights(reference.get_weights())  # the same variables, in the same layout
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        want, got = reference(x), layer(x)
+        # A loss that weights every output differently, so a misplaced tap changes gradients.
+        weights = tf.reshape(tf.range(tf.size(want), dtype=tf.float64), want.shape) / 100
+        loss_want = tf.reduce_sum(tf.square(want) * weights)
+        loss_got = tf.reduce_sum(tf.square(got) * weights)
+    assert got.shape == (2, 2 * height, 2 * width, c_out)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    for g_want, g_got in zip(tape.gradient(loss_want, [x] + reference.trainable_variables),
+                             tape.gradient(loss_got, [x] + layer.trainable_variables)):
+        np.testing.assert_allclose(g_got, g_want, rtol=1e-10, atol=1e-10)
+
+
+def test_build_model_uses_the_matmul_form_exactly_on_small_inputs():
+    def matmul_layers(input_size):
+        model = mrpose_tf.build_model("mrfeanet2", "resnet50", 17, input_size)
+        transposed = [layer for layer in model.layers
+                      if isinstance(layer, keras.layers.Conv2DTranspose)]
+        small = {layer.name for layer in transposed
+                 if layer.input.shape[1] * layer.input.shape[2] <= MATMUL_MAX_INPUT_PIXELS}
+        assert len(transposed) == 6
+        assert {layer.name for layer in transposed
+                if isinstance(layer, MatmulConv2DTranspose)} == small
+        return small
+
+    # 96x64: C5 is 3x2 and C4 6x4; 256x192: C5 is 8x6 (48 pixels), C4 16x12.
+    assert matmul_layers((96, 64)) == {"c5_deconv1", "c5_deconv2", "c4_deconv1"}
+    assert matmul_layers((256, 192)) == {"c5_deconv1"}
+    layer = MatmulConv2DTranspose(8, 4, strides=2, padding="same", name="t")
+    assert isinstance(keras.layers.deserialize(keras.layers.serialize(layer)),
+                      MatmulConv2DTranspose)
+    with pytest.raises(ValueError, match="4x4, stride-2"):
+        MatmulConv2DTranspose(8, 3, strides=2, padding="same")

@@ -24,11 +24,78 @@ def _batch_norm(x, name):
     return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)(x)
 
 
+# Inputs of at most this many pixels (H x W) use MatmulConv2DTranspose, where TensorFlow's
+# CPU transposed-conv kernels are slowest (forward + backward, bfloat16, this project's 2-core
+# CPU: 3x2 2048->1024 at batch 32 4.6x faster, 8x6 2048->256 at batch 8 1.4x), but not on
+# larger inputs, where they win (12x8 512->256 at batch 32: 2.4x slower as one matmul).
+# Measure: python scripts/benchmark.py deconv
+MATMUL_MAX_INPUT_PIXELS = 48
+
+
+def _shifted(x, axis, offset):
+    """``out[m] = x[m - offset]`` along ``axis`` (offset +1 or -1), zero where out of range."""
+    n = x.shape[axis]
+    pads = [[0, 0]] * len(x.shape)
+    pads[axis] = [1, 0] if offset == 1 else [0, 1]
+    start = [0] * len(x.shape)
+    start[axis] = 0 if offset == 1 else 1
+    size = list(keras.ops.shape(x))
+    size[axis] = n
+    return keras.ops.slice(keras.ops.pad(x, pads), start, size)
+
+
+@keras.saving.register_keras_serializable(package="mrpose_tf")
+class MatmulConv2DTranspose(layers.Conv2DTranspose):
+    """``Conv2DTranspose(c, 4, strides=2, padding='same')``, computed as one matmul.
+
+    Every input pixel times the kernel gives its 4x4 footprint of output contributions
+    (one (N*H*W, C_in) x (C_in, 16*C_out) matmul); output row 2i gathers taps 1 and 3 (from
+    input rows i and i-1), row 2i+1 taps 2 and 0 (rows i and i+1), and the same along the
+    columns. The same layer (kernel layout, variables, weights, checkpoints) computing the
+    same function; on small inputs TensorFlow's CPU kernels run it several times faster than
+    the transposed convolution, forward and backward (see ``MATMUL_MAX_INPUT_PIXELS``).
+    """
+
+    def __init__(self, filters, kernel_size=4, strides=2, padding="same", **kwargs):
+        super().__init__(filters, kernel_size, strides=strides, padding=padding, **kwargs)
+        if (tuple(self.kernel_size) != (4, 4) or tuple(self.strides) != (2, 2)
+                or self.padding != "same" or tuple(self.dilation_rate) != (1, 1)
+                or self.data_format != "channels_last"):
+            raise ValueError(f"{type(self).__name__} computes only the 4x4, stride-2, 'same', "
+                             f"channels_last transposed convolution of the paper's heads")
+
+    def call(self, inputs):
+        _, height, width, channels_in = inputs.shape
+        if height is None or width is None:
+            raise ValueError(f"{self.name}: {type(self).__name__} needs a static input height "
+                             f"and width, got {inputs.shape}")
+        ops = keras.ops
+        kernel = ops.reshape(ops.transpose(self.kernel, (3, 0, 1, 2)),
+                             (channels_in, 16 * self.filters))  # rows: C_in; cols: (ty, tx, c)
+        taps = ops.matmul(ops.reshape(inputs, (-1, channels_in)), kernel)
+        taps = ops.reshape(taps, (-1, height, width, 4, 4, self.filters))
+        rows = ops.stack([taps[:, :, :, 1] + _shifted(taps[:, :, :, 3], 1, 1),    # row 2i
+                          taps[:, :, :, 2] + _shifted(taps[:, :, :, 0], 1, -1)],  # row 2i+1
+                         axis=2)  # (N, H, 2, W, 4 column taps, C)
+        out = ops.stack([rows[..., 1, :] + _shifted(rows[..., 3, :], 3, 1),
+                         rows[..., 2, :] + _shifted(rows[..., 0, :], 3, -1)], axis=4)
+        out = ops.reshape(out, (-1, 2 * height, 2 * width, self.filters))
+        if self.use_bias:
+            out = out + self.bias
+        return self.activation(out) if self.activation is not None else out
+
+
 def transposed(x, channels, name):
-    """``T(c)``: Conv2DTranspose(c, 4, stride 2, 'same', no bias)."""
-    return layers.Conv2DTranspose(
-        channels, 4, strides=2, padding="same", use_bias=False,
-        kernel_initializer=_init(), name=name)(x)
+    """``T(c)``: Conv2DTranspose(c, 4, stride 2, 'same', no bias).
+
+    On small static inputs (at most ``MATMUL_MAX_INPUT_PIXELS``) it is the same layer computed
+    as one matmul (:class:`MatmulConv2DTranspose`).
+    """
+    height, width = x.shape[1], x.shape[2]
+    small = height is not None and width is not None and height * width <= MATMUL_MAX_INPUT_PIXELS
+    layer = MatmulConv2DTranspose if small else layers.Conv2DTranspose
+    return layer(channels, 4, strides=2, padding="same", use_bias=False,
+                 kernel_initializer=_init(), name=name)(x)
 
 
 def deconv(x, channels, name):
