@@ -194,14 +194,16 @@ def _measure_train_step(arch, precision, args):
     from mrpose_tf.config import paper_config
     from mrpose_tf.training import Trainer, make_strategy, random_examples, tensor_dataset_fn
 
+    size, heatmap = _train_sizes(args)
     config = paper_config("coco", arch, "resnet50", INPUT_SIZE)
+    config.model.input_size, config.model.heatmap_size = size, heatmap
     config.model.backbone_weights = None
     config.train.batch_size = args.batch_size
     strategy = make_strategy("one_device")
     with tempfile.TemporaryDirectory() as workdir:
         trainer = Trainer(config, workdir, strategy, steps_per_epoch=1000,
                           precision=precision, jit_compile=args.jit, log=lambda line: None)
-        data = random_examples(args.batch_size, INPUT_SIZE, HEATMAP_SIZE, 17)
+        data = random_examples(args.batch_size, size, heatmap, 17)
         dataset = tensor_dataset_fn(data, args.batch_size, repeat=True)
         batches = iter(trainer.distribute(dataset))
         for _ in range(args.warmup_steps):
@@ -214,8 +216,18 @@ def _measure_train_step(arch, precision, args):
     return args.steps * args.batch_size / seconds, loss
 
 
-def _model_macs(arch, winograd=None):
-    """Multiply-accumulates of one 256x192 forward pass (:func:`count_flops` / 2).
+def _train_sizes(args):
+    """(input size, heatmap size) of the train benchmark; sets the matmul-form threshold."""
+    from mrpose_tf.models import blocks
+
+    if args.matmul_max_pixels >= 0:
+        blocks.MATMUL_MAX_INPUT_PIXELS = args.matmul_max_pixels
+    size = tuple(args.input_size)
+    return size, (size[0] // 4, size[1] // 4)
+
+
+def _model_macs(arch, winograd=None, input_size=INPUT_SIZE):
+    """Multiply-accumulates of one forward pass (:func:`count_flops` / 2), 256x192 by default.
 
     ``winograd`` (True/False) counts the TFLite inference model of that form instead of the
     training graph (False: the direct sub-pixel form, the same count).
@@ -226,7 +238,7 @@ def _model_macs(arch, winograd=None):
     from mrpose_tf.models import build_model
     from mrpose_tf.models.complexity import count_flops
 
-    model = build_model(arch, "resnet50", 17, INPUT_SIZE)
+    model = build_model(arch, "resnet50", 17, input_size)
     if winograd is not None:
         model = inference_model(model, winograd=winograd)
     macs = count_flops(model) / 2
@@ -290,8 +302,9 @@ def _torch_model(arch):
 def _measure_torch(arch, args):
     net, torch = _torch_model(arch)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    images = torch.randn(args.batch_size, 3, *INPUT_SIZE)
-    targets = torch.rand(args.batch_size, 17, *HEATMAP_SIZE)
+    size, heatmap = _train_sizes(args)
+    images = torch.randn(args.batch_size, 3, *size)
+    targets = torch.rand(args.batch_size, 17, *heatmap)
     net.train()
 
     def step():
@@ -315,9 +328,12 @@ def cmd_train(args):
         have_torch = True
     except ImportError:
         have_torch = False
-    print(f"training step, {INPUT_SIZE[0]}x{INPUT_SIZE[1]}, batch {args.batch_size}, "
+    size, _ = _train_sizes(args)
+    from mrpose_tf.models.blocks import MATMUL_MAX_INPUT_PIXELS
+    print(f"training step, {size[0]}x{size[1]}, batch {args.batch_size}, "
           f"ResNet-50, {args.steps} timed steps after {args.warmup_steps} warm-up, "
-          f"jit {'on' if args.jit else 'off'}")
+          f"jit {'on' if args.jit else 'off'}, transposed convs on inputs of <= "
+          f"{MATMUL_MAX_INPUT_PIXELS} pixels as one matmul")
     # The ceiling: a training step is ~3 forward passes of multiply-accumulates (forward,
     # input gradients, weight gradients); no step can beat this machine's best GEMM rate.
     gemm = {p: _matmul_rate("bfloat16" if p == "mixed_bfloat16" else "float32")
@@ -329,14 +345,17 @@ def cmd_train(args):
     results = []
     for arch in args.archs:
         torch_rate = _measure_torch(arch, args) if have_torch else None
-        step_macs = 3 * _model_macs(arch)
+        step_macs = 3 * _model_macs(arch, input_size=size)
         for precision in args.precisions:
             rate, loss = _measure_train_step(arch, precision, args)
-            ratio = rate / AUTHORS_IMAGES_PER_S[arch]
+            # The authors' rate was measured at 256x192, batch 8: no ratio for other settings.
+            like_authors = size == INPUT_SIZE and args.batch_size == 8
+            ratio = rate / AUTHORS_IMAGES_PER_S[arch] if like_authors else None
             ceiling = gemm[precision] / step_macs if precision in gemm else None
             torch_text = f"{torch_rate:.2f}" if torch_rate else "(no torch)"
             ceiling_text = f"{ceiling:.2f}" if ceiling else "-"
-            print(f"{arch:<18}{precision:<16}{rate:>8.2f}{ratio:>10.2f}x{ceiling_text:>9}"
+            ratio_text = f"{ratio:.2f}x" if ratio else "-"
+            print(f"{arch:<18}{precision:<16}{rate:>8.2f}{ratio_text:>11}{ceiling_text:>9}"
                   f"{torch_text:>13}", flush=True)
             results.append({"arch": arch, "precision": precision, "images_per_s": rate,
                             "authors_pytorch_images_per_s": AUTHORS_IMAGES_PER_S[arch],
@@ -345,7 +364,8 @@ def cmd_train(args):
     print("ceiling = GEMM ceiling / (3 x forward multiply-accumulates per image)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"batch_size": args.batch_size, "input_size": INPUT_SIZE,
+            json.dump({"batch_size": args.batch_size, "input_size": size,
+                       "matmul_max_input_pixels": MATMUL_MAX_INPUT_PIXELS,
                        "gemm_macs_per_s": gemm, "results": results}, f, indent=2)
 
 
@@ -358,6 +378,10 @@ def add_train(subparsers):
     p.add_argument("--steps", type=int, default=15)
     p.add_argument("--warmup_steps", type=int, default=3)
     p.add_argument("--jit", type=lambda s: s.lower() in ("1", "true", "yes"), default=False)
+    p.add_argument("--input_size", type=int, nargs=2, default=list(INPUT_SIZE),
+                   metavar=("HEIGHT", "WIDTH"), help="e.g. 96 64 (configs/synthetic_long.py)")
+    p.add_argument("--matmul_max_pixels", type=int, default=-1,
+                   help="override MATMUL_MAX_INPUT_PIXELS (0: TF's transposed conv everywhere)")
     p.add_argument("--json", default="", help="write the results here")
     p.set_defaults(func=cmd_train)
 
