@@ -333,7 +333,7 @@ def cmd_train(args):
     print(f"training step, {size[0]}x{size[1]}, batch {args.batch_size}, "
           f"ResNet-50, {args.steps} timed steps after {args.warmup_steps} warm-up, "
           f"jit {'on' if args.jit else 'off'}, transposed convs on inputs of <= "
-          f"{MATMUL_MAX_INPUT_PIXELS} pixels as one matmul")
+          f"{MATMUL_MAX_INPUT_PIXELS} pixels (and >= 1024 channels) as one matmul")
     # The ceiling: a training step is ~3 forward passes of multiply-accumulates (forward,
     # input gradients, weight gradients); no step can beat this machine's best GEMM rate.
     gemm = {p: _matmul_rate("bfloat16" if p == "mixed_bfloat16" else "float32")
@@ -386,8 +386,8 @@ def add_train(subparsers):
     p.set_defaults(func=cmd_train)
 
 
-DECONV_SHAPES = ("3x2x2048x1024@32", "6x4x1024x512@32", "12x8x512x256@32",
-                 "8x6x2048x256@8", "8x6x2048x1024@8", "16x12x1024x512@8")
+DECONV_SHAPES = ("3x2x2048x1024@32", "6x4x1024x512@32", "12x8x512x256@32", "4x3x2048x256@32",
+                 "8x6x256x256@32", "8x6x2048x256@8", "8x6x2048x1024@8", "16x12x1024x512@8")
 
 
 def cmd_deconv(args):
@@ -396,11 +396,13 @@ def cmd_deconv(args):
     import numpy as np
     import tensorflow as tf
 
-    from mrpose_tf.models.blocks import MATMUL_MAX_INPUT_PIXELS, MatmulConv2DTranspose
+    from mrpose_tf.models.blocks import (MATMUL_MAX_INPUT_PIXELS, MATMUL_MIN_INPUT_CHANNELS,
+                                         MatmulConv2DTranspose)
 
     print(f"4x4 stride-2 transposed conv, {args.precision}, forward + backward (input and "
           f"kernel gradients), median of {args.runs}; build_model uses the matmul form for "
-          f"inputs of <= {MATMUL_MAX_INPUT_PIXELS} pixels")
+          f"inputs of <= {MATMUL_MAX_INPUT_PIXELS} pixels and >= {MATMUL_MIN_INPUT_CHANNELS} "
+          f"channels")
     print(f"{'input HxW, C_in -> C_out @ batch':<34}{'Conv2DTranspose':>16}{'matmul':>10}")
     results = []
     rng = np.random.default_rng(0)

@@ -11,7 +11,8 @@ import mrpose_tf
 from mrpose_tf.losses import joints_mse
 from mrpose_tf.models import ARCHITECTURES, BACKBONES, head_trainable_params
 from mrpose_tf.models.backbones import stage_outputs
-from mrpose_tf.models.blocks import MATMUL_MAX_INPUT_PIXELS, MatmulConv2DTranspose
+from mrpose_tf.models.blocks import (MATMUL_MAX_INPUT_PIXELS, MATMUL_MIN_INPUT_CHANNELS,
+                                     MatmulConv2DTranspose)
 from tests.conftest import shared_data_path
 
 # SPEC section 1: trainable parameters outside the backbone in the authors' code.
@@ -230,21 +231,25 @@ def test_matmul_transposed_conv_equals_conv2d_transpose_forward_and_backward(
         np.testing.assert_allclose(g_got, g_want, rtol=1e-10, atol=1e-10)
 
 
-def test_build_model_uses_the_matmul_form_exactly_on_small_inputs():
-    def matmul_layers(input_size):
-        model = mrpose_tf.build_model("mrfeanet2", "resnet50", 17, input_size)
+def test_build_model_uses_the_matmul_form_exactly_on_small_inputs_with_many_channels():
+    def matmul_layers(arch, input_size, count):
+        model = mrpose_tf.build_model(arch, "resnet50", 17, input_size)
         transposed = [layer for layer in model.layers
                       if isinstance(layer, keras.layers.Conv2DTranspose)]
-        small = {layer.name for layer in transposed
-                 if layer.input.shape[1] * layer.input.shape[2] <= MATMUL_MAX_INPUT_PIXELS}
-        assert len(transposed) == 6
+        chosen = {layer.name for layer in transposed
+                  if layer.input.shape[1] * layer.input.shape[2] <= MATMUL_MAX_INPUT_PIXELS
+                  and layer.input.shape[3] >= MATMUL_MIN_INPUT_CHANNELS}
+        assert len(transposed) == count
         assert {layer.name for layer in transposed
-                if isinstance(layer, MatmulConv2DTranspose)} == small
-        return small
+                if isinstance(layer, MatmulConv2DTranspose)} == chosen
+        return chosen
 
-    # 96x64: C5 is 3x2 and C4 6x4; 256x192: C5 is 8x6 (48 pixels), C4 16x12.
-    assert matmul_layers((96, 64)) == {"c5_deconv1", "c5_deconv2", "c4_deconv1"}
-    assert matmul_layers((256, 192)) == {"c5_deconv1"}
+    # 96x64: C5 is 3x2 (2048 channels), its first deconv's output and C4 6x4 (1024);
+    # 256x192: C5 is 8x6 (48 pixels), C4 16x12. SimpleBaseline at 128x96: C5 4x3, then
+    # 8x6 with 256 channels (TF's kernel: 4x faster there).
+    assert matmul_layers("mrfeanet2", (96, 64), 6) == {"c5_deconv1", "c5_deconv2", "c4_deconv1"}
+    assert matmul_layers("mrfeanet2", (256, 192), 6) == {"c5_deconv1"}
+    assert matmul_layers("simple_baseline", (128, 96), 3) == {"deconv1"}
     layer = MatmulConv2DTranspose(8, 4, strides=2, padding="same", name="t")
     assert isinstance(keras.layers.deserialize(keras.layers.serialize(layer)),
                       MatmulConv2DTranspose)

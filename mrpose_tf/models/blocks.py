@@ -24,12 +24,15 @@ def _batch_norm(x, name):
     return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)(x)
 
 
-# Inputs of at most this many pixels (H x W) use MatmulConv2DTranspose, where TensorFlow's
-# CPU transposed-conv kernels are slowest (forward + backward, bfloat16, this project's 2-core
-# CPU: 3x2 2048->1024 at batch 32 4.6x faster, 8x6 2048->256 at batch 8 1.4x), but not on
-# larger inputs, where they win (12x8 512->256 at batch 32: 2.4x slower as one matmul).
-# Measure: python scripts/benchmark.py deconv
+# Transposed convs with inputs of at most MATMUL_MAX_INPUT_PIXELS (H x W) and at least
+# MATMUL_MIN_INPUT_CHANNELS use MatmulConv2DTranspose: there TensorFlow's CPU transposed-conv
+# kernels are slowest. Forward + backward, bfloat16, this project's 2-core CPU
+# (python scripts/benchmark.py deconv): 3x2 2048->1024 at batch 32 836 -> 159 ms, 4x3
+# 2048->256 at 32 149 -> 55 ms, 8x6 2048->256 at 8 103 -> 68 ms, 6x4 1024->512 at 32 256 ->
+# 215 ms; but as one matmul 8x6 256->256 at 32 takes 142 instead of 32 ms, 12x8 512->256 at
+# 32 322 instead of 139 ms, 16x12 1024->512 at 8 398 instead of 201 ms.
 MATMUL_MAX_INPUT_PIXELS = 48
+MATMUL_MIN_INPUT_CHANNELS = 1024
 
 
 def _shifted(x, axis, offset):
@@ -88,12 +91,14 @@ class MatmulConv2DTranspose(layers.Conv2DTranspose):
 def transposed(x, channels, name):
     """``T(c)``: Conv2DTranspose(c, 4, stride 2, 'same', no bias).
 
-    On small static inputs (at most ``MATMUL_MAX_INPUT_PIXELS``) it is the same layer computed
-    as one matmul (:class:`MatmulConv2DTranspose`).
+    On small static inputs with many channels (see ``MATMUL_MAX_INPUT_PIXELS``) it is the same
+    layer computed as one matmul (:class:`MatmulConv2DTranspose`).
     """
-    height, width = x.shape[1], x.shape[2]
-    small = height is not None and width is not None and height * width <= MATMUL_MAX_INPUT_PIXELS
-    layer = MatmulConv2DTranspose if small else layers.Conv2DTranspose
+    height, width, channels_in = x.shape[1], x.shape[2], x.shape[3]
+    matmul = (height is not None and width is not None
+              and height * width <= MATMUL_MAX_INPUT_PIXELS
+              and channels_in >= MATMUL_MIN_INPUT_CHANNELS)
+    layer = MatmulConv2DTranspose if matmul else layers.Conv2DTranspose
     return layer(channels, 4, strides=2, padding="same", use_bias=False,
                  kernel_initializer=_init(), name=name)(x)
 
