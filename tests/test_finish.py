@@ -129,7 +129,13 @@ def test_synthetic_configs_are_consistent(name):
     assert config.dataset.synthetic.difficulty in DIFFICULTIES
     assert set(parse_formats(config.finish.export_formats)) == {
         "saved_model", "tflite_fp32", "tflite_int8"}
-    assert max(config.train.lr_steps) < config.train.epochs
+    if config.train.lr_schedule == "step":  # the rate drops before the run ends
+        assert max(config.train.lr_steps) < config.train.epochs
+    else:  # a warm-up shorter than the run, a decay that ends at 0 on the last step
+        from mrpose_tf.training import learning_rate_schedule
+
+        schedule = learning_rate_schedule(config.train, steps_per_epoch=100)
+        assert float(schedule(config.train.epochs * 100)) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_plot_coordinates_map_the_data_ranges_onto_the_plot_box():
