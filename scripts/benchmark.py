@@ -217,11 +217,7 @@ def _measure_train_step(arch, precision, args):
 
 
 def _train_sizes(args):
-    """(input size, heatmap size) of the train benchmark; sets the matmul-form threshold."""
-    from mrpose_tf.models import blocks
-
-    if args.matmul_max_pixels >= 0:
-        blocks.MATMUL_MAX_INPUT_PIXELS = args.matmul_max_pixels
+    """(input size, heatmap size) of the train benchmark."""
     size = tuple(args.input_size)
     return size, (size[0] // 4, size[1] // 4)
 
@@ -328,12 +324,16 @@ def cmd_train(args):
         have_torch = True
     except ImportError:
         have_torch = False
+    from mrpose_tf.models import blocks
+
+    if args.matmul_max_pixels >= 0:  # every model this command builds reads it
+        blocks.MATMUL_MAX_INPUT_PIXELS = args.matmul_max_pixels
     size, _ = _train_sizes(args)
-    from mrpose_tf.models.blocks import MATMUL_MAX_INPUT_PIXELS
     print(f"training step, {size[0]}x{size[1]}, batch {args.batch_size}, "
           f"ResNet-50, {args.steps} timed steps after {args.warmup_steps} warm-up, "
           f"jit {'on' if args.jit else 'off'}, transposed convs on inputs of <= "
-          f"{MATMUL_MAX_INPUT_PIXELS} pixels (and >= 1024 channels) as one matmul")
+          f"{blocks.MATMUL_MAX_INPUT_PIXELS} pixels and >= {blocks.MATMUL_MIN_INPUT_CHANNELS} "
+          f"channels as one matmul")
     # The ceiling: a training step is ~3 forward passes of multiply-accumulates (forward,
     # input gradients, weight gradients); no step can beat this machine's best GEMM rate.
     gemm = {p: _matmul_rate("bfloat16" if p == "mixed_bfloat16" else "float32")
@@ -365,7 +365,7 @@ def cmd_train(args):
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"batch_size": args.batch_size, "input_size": size,
-                       "matmul_max_input_pixels": MATMUL_MAX_INPUT_PIXELS,
+                       "matmul_max_input_pixels": blocks.MATMUL_MAX_INPUT_PIXELS,
                        "gemm_macs_per_s": gemm, "results": results}, f, indent=2)
 
 
@@ -396,6 +396,7 @@ def cmd_deconv(args):
     import numpy as np
     import tensorflow as tf
 
+    from mrpose_tf.models import dtype_policy
     from mrpose_tf.models.blocks import (MATMUL_MAX_INPUT_PIXELS, MATMUL_MIN_INPUT_CHANNELS,
                                          MatmulConv2DTranspose)
 
@@ -412,12 +413,9 @@ def cmd_deconv(args):
         x = tf.constant(rng.standard_normal((int(batch), height, width, c_in)), tf.float32)
         times = []
         for cls in (keras.layers.Conv2DTranspose, MatmulConv2DTranspose):
-            keras.config.set_dtype_policy(args.precision)
-            try:
+            with dtype_policy(args.precision):
                 layer = cls(c_out, 4, strides=2, padding="same", use_bias=False)
                 layer.build(x.shape)
-            finally:
-                keras.config.set_dtype_policy("float32")
 
             @tf.function
             def step(layer=layer):
@@ -675,13 +673,10 @@ def _keras_rates(arch, precision, args):
     import numpy as np
 
     from mrpose_tf.losses import joints_mse
-    from mrpose_tf.models import build_model
+    from mrpose_tf.models import build_model, dtype_policy
 
-    keras.config.set_dtype_policy(precision)
-    try:
+    with dtype_policy(precision):
         model = build_model(arch, "resnet50", 17, INPUT_SIZE, backbone_weights=None)
-    finally:
-        keras.config.set_dtype_policy("float32")
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True,
                   loss=lambda true, pred: joints_mse(true, pred))
     rng = np.random.default_rng(0)

@@ -1,4 +1,6 @@
 """Model builders: ``build_model(arch, backbone, num_joints, input_size, backbone_weights)``."""
+import contextlib
+
 import keras
 from keras import layers
 
@@ -6,6 +8,18 @@ from mrpose_tf.models.architectures import ARCHITECTURES
 from mrpose_tf.models.backbones import BACKBONES, build_backbone
 
 HEATMAP_STRIDE = 4
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Layers created inside use the Keras dtype policy ``name`` (e.g. 'mixed_bfloat16');
+    the previous global policy is restored on exit, also after an error."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def build_model(arch, backbone="resnet50", num_joints=17, input_size=(256, 192),
@@ -59,5 +73,5 @@ def head_trainable_params(model, backbone="resnet50"):
                if layer.name not in backbone_names for w in layer.trainable_weights)
 
 
-__all__ = ["ARCHITECTURES", "BACKBONES", "HEATMAP_STRIDE", "build_model",
+__all__ = ["ARCHITECTURES", "BACKBONES", "HEATMAP_STRIDE", "build_model", "dtype_policy",
            "head_trainable_params"]

@@ -18,7 +18,6 @@ import os
 import time
 
 import cv2
-import keras
 import numpy as np
 
 from mrpose_tf.training.checkpointing import atomic_write_json
@@ -134,15 +133,11 @@ def float32_copy(model, config):
 
     Mixed-precision models keep float32 variables, so the weights carry over unchanged.
     """
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
-    try:
-        from mrpose_tf.models import build_model
+    from mrpose_tf.models import build_model, dtype_policy
 
+    with dtype_policy("float32"):
         copy = build_model(config.model.arch, config.model.backbone, int(config.model.num_joints),
                            tuple(config.model.input_size), backbone_weights=None)
-    finally:
-        keras.config.set_dtype_policy(previous)
     copy.set_weights(model.get_weights())
     return copy
 

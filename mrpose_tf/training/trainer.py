@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrpose_tf.losses import joints_mse
-from mrpose_tf.models import build_model
+from mrpose_tf.models import build_model, dtype_policy
 from mrpose_tf.training.checkpointing import RunState, atomic_write_json
 from mrpose_tf.training.fused_batch_norm import use_fused_batch_norm
 from mrpose_tf.training.metrics import heatmap_pck_counts
@@ -49,16 +49,11 @@ def build_training_model(config, strategy, precision="float32"):
       fused kernel (:mod:`mrpose_tf.training.fused_batch_norm`) unless
       ``config.train.fused_batch_norm`` is False.
     """
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
-    try:
-        with strategy.scope():
-            weights = config.model.backbone_weights or None
-            model = build_model(config.model.arch, config.model.backbone,
-                                int(config.model.num_joints), tuple(config.model.input_size),
-                                backbone_weights=weights)
-    finally:
-        keras.config.set_dtype_policy(previous)
+    with dtype_policy(precision), strategy.scope():
+        weights = config.model.backbone_weights or None
+        model = build_model(config.model.arch, config.model.backbone,
+                            int(config.model.num_joints), tuple(config.model.input_size),
+                            backbone_weights=weights)
     if strategy.num_replicas_in_sync > 1 and config.train.sync_batch_norm:
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
