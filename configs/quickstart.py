@@ -47,7 +47,7 @@ def get_config():
     c.train.batch_size = 32
     c.train.learning_rate = 1e-3
     # ~94 steps/epoch; the x0.1 drop after epoch 5 (step 470). Measured with this config:
-    # AP 0.000 / 0.035 / 0.379 at steps 188 / 376 / 564 (the drop brings the jump).
+    # AP 0.000 / 0.032 / 0.323 at steps 188 / 376 / 564 (the drop brings the jump).
     c.train.epochs = 6
     c.train.lr_steps = (5,)
     # Training aid: weight the foreground pixels up so that the network leaves the all-zero
