@@ -326,14 +326,11 @@ def cmd_train(args):
         have_torch = False
     from mrpose_tf.models import blocks
 
-    if args.matmul_max_pixels >= 0:  # every model this command builds reads it
-        blocks.MATMUL_MAX_INPUT_PIXELS = args.matmul_max_pixels
+    blocks.TRANSPOSED_CONV_FORM = args.transposed_conv  # read by every model built below
     size, _ = _train_sizes(args)
     print(f"training step, {size[0]}x{size[1]}, batch {args.batch_size}, "
           f"ResNet-50, {args.steps} timed steps after {args.warmup_steps} warm-up, "
-          f"jit {'on' if args.jit else 'off'}, transposed convs on inputs of <= "
-          f"{blocks.MATMUL_MAX_INPUT_PIXELS} pixels and >= {blocks.MATMUL_MIN_INPUT_CHANNELS} "
-          f"channels as one matmul")
+          f"jit {'on' if args.jit else 'off'}, transposed convs: {args.transposed_conv}")
     # The ceiling: a training step is ~3 forward passes of multiply-accumulates (forward,
     # input gradients, weight gradients); no step can beat this machine's best GEMM rate.
     gemm = {p: _matmul_rate("bfloat16" if p == "mixed_bfloat16" else "float32")
@@ -365,7 +362,7 @@ def cmd_train(args):
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"batch_size": args.batch_size, "input_size": size,
-                       "matmul_max_input_pixels": blocks.MATMUL_MAX_INPUT_PIXELS,
+                       "transposed_conv": args.transposed_conv,
                        "gemm_macs_per_s": gemm, "results": results}, f, indent=2)
 
 
@@ -380,14 +377,17 @@ def add_train(subparsers):
     p.add_argument("--jit", type=lambda s: s.lower() in ("1", "true", "yes"), default=False)
     p.add_argument("--input_size", type=int, nargs=2, default=list(INPUT_SIZE),
                    metavar=("HEIGHT", "WIDTH"), help="e.g. 96 64 (configs/synthetic_long.py)")
-    p.add_argument("--matmul_max_pixels", type=int, default=-1,
-                   help="override MATMUL_MAX_INPUT_PIXELS (0: TF's transposed conv everywhere)")
+    p.add_argument("--transposed_conv", default="auto", choices=["auto", "matmul", "native"],
+                   help="auto: as build_model (blocks.uses_matmul_form); matmul: every transposed "
+                        "conv as MatmulConv2DTranspose; native: keras Conv2DTranspose everywhere")
     p.add_argument("--json", default="", help="write the results here")
     p.set_defaults(func=cmd_train)
 
 
-DECONV_SHAPES = ("3x2x2048x1024@32", "6x4x1024x512@32", "12x8x512x256@32", "4x3x2048x256@32",
-                 "8x6x256x256@32", "8x6x2048x256@8", "8x6x2048x1024@8", "16x12x1024x512@8")
+# The heads' transposed convs at 96x64 (batch 32), 256x192 and 384x288 (batch 8).
+DECONV_SHAPES = ("3x2x2048x1024@32", "6x4x1024x512@32", "12x8x512x256@32", "8x6x256x256@32",
+                 "8x6x2048x1024@8", "16x12x1024x512@8", "32x24x512x256@8", "8x6x2048x256@8",
+                 "32x24x256x256@8", "48x36x512x256@8", "48x36x256x256@8")
 
 
 def cmd_deconv(args):
@@ -397,14 +397,13 @@ def cmd_deconv(args):
     import tensorflow as tf
 
     from mrpose_tf.models import dtype_policy
-    from mrpose_tf.models.blocks import (MATMUL_MAX_INPUT_PIXELS, MATMUL_MIN_INPUT_CHANNELS,
-                                         MatmulConv2DTranspose)
+    from mrpose_tf.models.blocks import MatmulConv2DTranspose, uses_matmul_form
 
     print(f"4x4 stride-2 transposed conv, {args.precision}, forward + backward (input and "
-          f"kernel gradients), median of {args.runs}; build_model uses the matmul form for "
-          f"inputs of <= {MATMUL_MAX_INPUT_PIXELS} pixels and >= {MATMUL_MIN_INPUT_CHANNELS} "
-          f"channels")
-    print(f"{'input HxW, C_in -> C_out @ batch':<34}{'Conv2DTranspose':>16}{'matmul':>10}")
+          f"kernel gradients), median of {args.runs}; 'auto': the form build_model picks "
+          f"(blocks.uses_matmul_form)")
+    print(f"{'input HxW, C_in -> C_out @ batch':<34}{'Conv2DTranspose':>16}{'matmul':>10}"
+          f"{'auto':>9}")
     results = []
     rng = np.random.default_rng(0)
     for shape in args.shapes:
@@ -425,9 +424,12 @@ def cmd_deconv(args):
                 return tape.gradient(loss, [x, layer.kernel])
 
             times.append(_timed(lambda step=step: [g.numpy() for g in step()], args.runs, 2))
+        compute_dtype = "bfloat16" if args.precision == "mixed_bfloat16" else "float32"
+        auto = "matmul" if uses_matmul_form(height, width, c_in, compute_dtype) else "native"
         print(f"{height}x{width}, {c_in} -> {c_out} @ {batch}".ljust(34)
-              + f"{times[0]:>13.1f} ms{times[1]:>7.1f} ms", flush=True)
-        results.append({"shape": shape, "conv2d_transpose_ms": times[0], "matmul_ms": times[1]})
+              + f"{times[0]:>13.1f} ms{times[1]:>7.1f} ms{auto:>9}", flush=True)
+        results.append({"shape": shape, "conv2d_transpose_ms": times[0], "matmul_ms": times[1],
+                        "auto": auto})
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"precision": args.precision, "results": results}, f, indent=2)
@@ -732,16 +734,20 @@ def cmd_keras(args):
         raise SystemExit(f"keras is already imported with another backend than {args.backend}")
     import keras
 
+    from mrpose_tf.models import blocks
+
     try:
         import torch  # noqa: F401
         import torchvision  # noqa: F401
         have_torch = True
     except ImportError:
         have_torch = False
+    blocks.TRANSPOSED_CONV_FORM = args.transposed_conv
     devices = _backend_devices(args.backend)
     print(f"Keras {keras.__version__} on {args.backend} ({devices}); {INPUT_SIZE[0]}x"
           f"{INPUT_SIZE[1]}, batch {args.batch_size}, ResNet-50; images/s = median of "
-          f"{args.windows} windows of {args.steps} steps")
+          f"{args.windows} windows of {args.steps} steps; transposed convs: "
+          f"{args.transposed_conv}")
     print(f"{'arch':<18}{'precision':<16}{'train img/s':>12}{'infer img/s':>12}"
           f"{'torch train':>13}{'torch infer':>13}")
     results = []
@@ -761,6 +767,7 @@ def cmd_keras(args):
                     json.dump({"backend": args.backend, "devices": devices,
                                "keras_version": keras.__version__,
                                "batch_size": args.batch_size, "input_size": INPUT_SIZE,
+                               "transposed_conv": args.transposed_conv,
                                "results": results}, f, indent=2)
 
 
@@ -786,6 +793,8 @@ def add_keras(subparsers):
     p.add_argument("--steps", type=int, default=10, help="steps per timed window")
     p.add_argument("--windows", type=int, default=5, help="timed windows; the median is kept")
     p.add_argument("--warmup_steps", type=int, default=5)
+    p.add_argument("--transposed_conv", default="auto", choices=["auto", "matmul", "native"],
+                   help="as for 'train' (the auto rule was measured on a CPU with TensorFlow)")
     p.add_argument("--json", default="", help="write the results here (after every row)")
     p.set_defaults(func=cmd_keras)
 

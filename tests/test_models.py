@@ -1,6 +1,7 @@
 """The five architectures: exact head sizes, shapes, dtypes, a real forward pass, learning."""
 import json
 import os
+from unittest import mock
 
 import cv2
 import keras
@@ -9,10 +10,10 @@ import pytest
 
 import mrpose_tf
 from mrpose_tf.losses import joints_mse
-from mrpose_tf.models import ARCHITECTURES, BACKBONES, head_trainable_params
+from mrpose_tf.models import (ARCHITECTURES, BACKBONES, blocks, dtype_policy,
+                              head_trainable_params)
 from mrpose_tf.models.backbones import stage_outputs
-from mrpose_tf.models.blocks import (MATMUL_MAX_INPUT_PIXELS, MATMUL_MIN_INPUT_CHANNELS,
-                                     MatmulConv2DTranspose)
+from mrpose_tf.models.blocks import MatmulConv2DTranspose
 from tests.conftest import shared_data_path
 
 # SPEC section 1: trainable parameters outside the backbone in the authors' code.
@@ -231,25 +232,29 @@ def test_matmul_transposed_conv_equals_conv2d_transpose_forward_and_backward(
         np.testing.assert_allclose(g_got, g_want, rtol=1e-10, atol=1e-10)
 
 
-def test_build_model_uses_the_matmul_form_exactly_on_small_inputs_with_many_channels():
-    def matmul_layers(arch, input_size, count):
-        model = mrpose_tf.build_model(arch, "resnet50", 17, input_size)
+def test_build_model_uses_the_matmul_form_where_the_measured_rule_says():
+    def matmul_layers(arch, input_size, precision):
+        with dtype_policy(precision):
+            model = mrpose_tf.build_model(arch, "resnet50", 17, input_size)
         transposed = [layer for layer in model.layers
                       if isinstance(layer, keras.layers.Conv2DTranspose)]
-        chosen = {layer.name for layer in transposed
-                  if layer.input.shape[1] * layer.input.shape[2] <= MATMUL_MAX_INPUT_PIXELS
-                  and layer.input.shape[3] >= MATMUL_MIN_INPUT_CHANNELS}
-        assert len(transposed) == count
-        assert {layer.name for layer in transposed
-                if isinstance(layer, MatmulConv2DTranspose)} == chosen
-        return chosen
+        assert len(transposed) == {"mrfeanet2": 6, "simple_baseline": 3}[arch]
+        return {layer.name for layer in transposed if isinstance(layer, MatmulConv2DTranspose)}
 
-    # 96x64: C5 is 3x2 (2048 channels), its first deconv's output and C4 6x4 (1024);
-    # 256x192: C5 is 8x6 (48 pixels), C4 16x12. SimpleBaseline at 128x96: C5 4x3, then
-    # 8x6 with 256 channels (TF's kernel: 4x faster there).
-    assert matmul_layers("mrfeanet2", (96, 64), 6) == {"c5_deconv1", "c5_deconv2", "c4_deconv1"}
-    assert matmul_layers("mrfeanet2", (256, 192), 6) == {"c5_deconv1"}
-    assert matmul_layers("simple_baseline", (128, 96), 3) == {"deconv1"}
+    every = {"c5_deconv1", "c5_deconv2", "c5_deconv3", "c4_deconv1", "c4_deconv2", "c3_deconv1"}
+    # bfloat16: every input of at most 32x24 pixels, larger ones only with >= 512 channels.
+    assert matmul_layers("mrfeanet2", (96, 64), "mixed_bfloat16") == every
+    assert matmul_layers("mrfeanet2", (256, 192), "mixed_bfloat16") == every
+    # 384x288: the last deconv reads 48x36 pixels of 256 channels.
+    assert matmul_layers("simple_baseline", (384, 288), "mixed_bfloat16") == {"deconv1",
+                                                                             "deconv2"}
+    # float32: inputs of at most 16x12 pixels with >= 1024 channels (C5 and C4's outputs).
+    assert matmul_layers("mrfeanet2", (256, 192), "float32") == {"c5_deconv1", "c5_deconv2",
+                                                                 "c4_deconv1"}
+    assert matmul_layers("simple_baseline", (256, 192), "float32") == {"deconv1"}
+    for form, want in (("native", set()), ("matmul", every)):
+        with mock.patch.object(blocks, "TRANSPOSED_CONV_FORM", form):
+            assert matmul_layers("mrfeanet2", (256, 192), "float32") == want
     layer = MatmulConv2DTranspose(8, 4, strides=2, padding="same", name="t")
     assert isinstance(keras.layers.deserialize(keras.layers.serialize(layer)),
                       MatmulConv2DTranspose)

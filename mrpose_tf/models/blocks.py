@@ -24,15 +24,32 @@ def _batch_norm(x, name):
     return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)(x)
 
 
-# Transposed convs with inputs of at most MATMUL_MAX_INPUT_PIXELS (H x W) and at least
-# MATMUL_MIN_INPUT_CHANNELS use MatmulConv2DTranspose: there TensorFlow's CPU transposed-conv
-# kernels are slowest. Forward + backward, bfloat16, this project's 2-core CPU
-# (python scripts/benchmark.py deconv): 3x2 2048->1024 at batch 32 836 -> 159 ms, 4x3
-# 2048->256 at 32 149 -> 55 ms, 8x6 2048->256 at 8 103 -> 68 ms, 6x4 1024->512 at 32 256 ->
-# 215 ms; but as one matmul 8x6 256->256 at 32 takes 142 instead of 32 ms, 12x8 512->256 at
-# 32 322 instead of 139 ms, 16x12 1024->512 at 8 398 instead of 201 ms.
-MATMUL_MAX_INPUT_PIXELS = 48
-MATMUL_MIN_INPUT_CHANNELS = 1024
+# Which form transposed() builds: 'auto' (uses_matmul_form's measured rule), 'matmul' (always
+# MatmulConv2DTranspose) or 'native' (always keras Conv2DTranspose). Same layer, same function.
+TRANSPOSED_CONV_FORM = "auto"
+
+
+def uses_matmul_form(height, width, channels_in, compute_dtype):
+    """Whether :func:`transposed` computes a transposed conv as one matmul.
+
+    The rule follows ``python scripts/benchmark.py deconv`` (forward + backward, this
+    project's 2-core CPU; Conv2DTranspose -> matmul form, ms):
+
+    - bfloat16: the matmul form wins or ties on every input of at most 32x24 pixels (3x2
+      2048->1024 @32 667 -> 131, 12x8 512->256 @32 113 -> 75, 8x6 256->256 @32 32 -> 21,
+      32x24 256->256 @8 87 -> 85) and on larger inputs with >= 512 channels (48x36 512->256
+      @8 484 -> 358), but not on larger ones with 256 (48x36 256->256 @8 176 -> 194).
+    - float32: it wins only with >= 1024 input channels (8x6 2048->1024 @8 487 -> 290, 16x12
+      1024->512 @8 303 -> 266); with 256 or 512 TF's kernel is as fast or faster (32x24
+      512->256 @8 247 -> 284, 24x16 256->256 @32 248 -> 319).
+    """
+    if TRANSPOSED_CONV_FORM != "auto":
+        return TRANSPOSED_CONV_FORM == "matmul"
+    if height is None or width is None:  # the matmul form needs a static size
+        return False
+    if compute_dtype == "bfloat16":
+        return height * width <= 32 * 24 or channels_in >= 512
+    return height * width <= 16 * 12 and channels_in >= 1024
 
 
 def _shifted(x, axis, offset):
@@ -47,6 +64,11 @@ def _shifted(x, axis, offset):
     return keras.ops.slice(keras.ops.pad(x, pads), start, size)
 
 
+def _unstack(x, axis):
+    """The size-4 ``axis`` of ``x`` as 4 tensors without it (split + squeeze)."""
+    return [keras.ops.squeeze(part, axis) for part in keras.ops.split(x, 4, axis=axis)]
+
+
 @keras.saving.register_keras_serializable(package="mrpose_tf")
 class MatmulConv2DTranspose(layers.Conv2DTranspose):
     """``Conv2DTranspose(c, 4, strides=2, padding='same')``, computed as one matmul.
@@ -55,8 +77,8 @@ class MatmulConv2DTranspose(layers.Conv2DTranspose):
     (one (N*H*W, C_in) x (C_in, 16*C_out) matmul); output row 2i gathers taps 1 and 3 (from
     input rows i and i-1), row 2i+1 taps 2 and 0 (rows i and i+1), and the same along the
     columns. The same layer (kernel layout, variables, weights, checkpoints) computing the
-    same function; on small inputs TensorFlow's CPU kernels run it several times faster than
-    the transposed convolution, forward and backward (see ``MATMUL_MAX_INPUT_PIXELS``).
+    same function; TensorFlow's CPU kernels run it up to 5x faster than the transposed
+    convolution, forward and backward, on the inputs :func:`uses_matmul_form` picks.
     """
 
     def __init__(self, filters, kernel_size=4, strides=2, padding="same", **kwargs):
@@ -73,15 +95,19 @@ class MatmulConv2DTranspose(layers.Conv2DTranspose):
             raise ValueError(f"{self.name}: {type(self).__name__} needs a static input height "
                              f"and width, got {inputs.shape}")
         ops = keras.ops
-        kernel = ops.reshape(ops.transpose(self.kernel, (3, 0, 1, 2)),
-                             (channels_in, 16 * self.filters))  # rows: C_in; cols: (ty, tx, c)
-        taps = ops.matmul(ops.reshape(inputs, (-1, channels_in)), kernel)
-        taps = ops.reshape(taps, (-1, height, width, 4, 4, self.filters))
-        rows = ops.stack([taps[:, :, :, 1] + _shifted(taps[:, :, :, 3], 1, 1),    # row 2i
-                          taps[:, :, :, 2] + _shifted(taps[:, :, :, 0], 1, -1)],  # row 2i+1
-                         axis=2)  # (N, H, 2, W, 4 column taps, C)
-        out = ops.stack([rows[..., 1, :] + _shifted(rows[..., 3, :], 3, 1),
-                         rows[..., 2, :] + _shifted(rows[..., 0, :], 3, -1)], axis=4)
+        # The kernel (ty, tx, C_out, C_in) read as (16 C_out, C_in) rows, contracted with the
+        # input channels: no transposed copy of the kernel (or of its gradient) per step.
+        kernel = ops.reshape(self.kernel, (16 * self.filters, channels_in))
+        taps = ops.einsum("pc,kc->pk", ops.reshape(inputs, (-1, channels_in)), kernel)
+        # Overlap-add, rows then columns. Taps are taken apart with split and put together with
+        # stack, whose gradients are a concat and a split: slicing the taps instead would make
+        # every slice's gradient a zero-filled copy of the whole taps tensor.
+        t0, t1, t2, t3 = _unstack(ops.reshape(taps, (-1, height, width, 4, 4 * self.filters)), 3)
+        rows = ops.stack([t1 + _shifted(t3, 1, 1),     # row 2i: tap 1 of row i, tap 3 of i-1
+                          t2 + _shifted(t0, 1, -1)],   # row 2i+1: tap 2 of row i, tap 0 of i+1
+                         axis=2)
+        c0, c1, c2, c3 = _unstack(ops.reshape(rows, (-1, 2 * height, width, 4, self.filters)), 3)
+        out = ops.stack([c1 + _shifted(c3, 2, 1), c2 + _shifted(c0, 2, -1)], axis=3)
         out = ops.reshape(out, (-1, 2 * height, 2 * width, self.filters))
         if self.use_bias:
             out = out + self.bias
@@ -91,13 +117,11 @@ class MatmulConv2DTranspose(layers.Conv2DTranspose):
 def transposed(x, channels, name):
     """``T(c)``: Conv2DTranspose(c, 4, stride 2, 'same', no bias).
 
-    On small static inputs with many channels (see ``MATMUL_MAX_INPUT_PIXELS``) it is the same
+    Where it is faster (:func:`uses_matmul_form`, under the current dtype policy) it is the same
     layer computed as one matmul (:class:`MatmulConv2DTranspose`).
     """
-    height, width, channels_in = x.shape[1], x.shape[2], x.shape[3]
-    matmul = (height is not None and width is not None
-              and height * width <= MATMUL_MAX_INPUT_PIXELS
-              and channels_in >= MATMUL_MIN_INPUT_CHANNELS)
+    compute_dtype = keras.config.dtype_policy().compute_dtype
+    matmul = uses_matmul_form(x.shape[1], x.shape[2], x.shape[3], compute_dtype)
     layer = MatmulConv2DTranspose if matmul else layers.Conv2DTranspose
     return layer(channels, 4, strides=2, padding="same", use_bias=False,
                  kernel_initializer=_init(), name=name)(x)
