@@ -185,13 +185,19 @@ TRAIN_ARCHS = ("simple_baseline", "mrfeanet2")
 AUTHORS_IMAGES_PER_S = {"simple_baseline": 4.3, "mrfeanet2": 2.2}  # PyTorch, batch 8, float32
 
 
-def _measure_train_step(arch, precision, args):
-    """Images/s of the trainer's own step (Trainer.train_step) on random in-memory tensors."""
+def _measure_train_steps(arch, precision, args):
+    """{form: (images/s, last loss)} of the trainer's own step (Trainer.train_step) on random
+    in-memory tensors, one trainer per transposed-conv form of ``args.transposed_conv``.
+
+    The forms' timed windows interleave (A B A B ...), so the drift of a shared host's speed,
+    ~10% between runs here, hits every form alike; images/s is the median over the windows.
+    """
     import tempfile
 
     import keras
 
     from mrpose_tf.config import paper_config
+    from mrpose_tf.models import blocks
     from mrpose_tf.training import Trainer, make_strategy, random_examples, tensor_dataset_fn
 
     size, heatmap = _train_sizes(args)
@@ -200,20 +206,28 @@ def _measure_train_step(arch, precision, args):
     config.model.backbone_weights = None
     config.train.batch_size = args.batch_size
     strategy = make_strategy("one_device")
+    data = random_examples(args.batch_size, size, heatmap, 17)
+    runs = {}
     with tempfile.TemporaryDirectory() as workdir:
-        trainer = Trainer(config, workdir, strategy, steps_per_epoch=1000,
-                          precision=precision, jit_compile=args.jit, log=lambda line: None)
-        data = random_examples(args.batch_size, size, heatmap, 17)
-        dataset = tensor_dataset_fn(data, args.batch_size, repeat=True)
-        batches = iter(trainer.distribute(dataset))
-        for _ in range(args.warmup_steps):
-            float(trainer.train_step(next(batches)))
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            loss = float(trainer.train_step(next(batches)))
-        seconds = time.perf_counter() - start
-    keras.utils.clear_session()  # free this model before the next one
-    return args.steps * args.batch_size / seconds, loss
+        for form in args.transposed_conv:
+            blocks.TRANSPOSED_CONV_FORM = form  # read by the model the trainer builds
+            trainer = Trainer(config, os.path.join(workdir, form), strategy,
+                              steps_per_epoch=1000, precision=precision, jit_compile=args.jit,
+                              log=lambda line: None)
+            batches = iter(trainer.distribute(tensor_dataset_fn(data, args.batch_size,
+                                                                repeat=True)))
+            for _ in range(args.warmup_steps):
+                float(trainer.train_step(next(batches)))
+            runs[form] = (trainer, batches, [])
+        blocks.TRANSPOSED_CONV_FORM = "auto"
+        for _ in range(args.windows):
+            for trainer, batches, rates in runs.values():
+                start = time.perf_counter()
+                for _ in range(args.steps):
+                    loss = float(trainer.train_step(next(batches)))
+                rates.append(args.steps * args.batch_size / (time.perf_counter() - start))
+    keras.utils.clear_session()  # free these models before the next ones
+    return {form: (sorted(rates)[len(rates) // 2], loss) for form, (_, _, rates) in runs.items()}
 
 
 def _train_sizes(args):
@@ -311,10 +325,13 @@ def _measure_torch(arch, args):
 
     for _ in range(args.warmup_steps):
         step()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    return args.steps * args.batch_size / (time.perf_counter() - start)
+    rates = []
+    for _ in range(args.windows):
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        rates.append(args.steps * args.batch_size / (time.perf_counter() - start))
+    return sorted(rates)[len(rates) // 2]
 
 
 def cmd_train(args):
@@ -324,45 +341,44 @@ def cmd_train(args):
         have_torch = True
     except ImportError:
         have_torch = False
-    from mrpose_tf.models import blocks
-
-    blocks.TRANSPOSED_CONV_FORM = args.transposed_conv  # read by every model built below
     size, _ = _train_sizes(args)
-    print(f"training step, {size[0]}x{size[1]}, batch {args.batch_size}, "
-          f"ResNet-50, {args.steps} timed steps after {args.warmup_steps} warm-up, "
-          f"jit {'on' if args.jit else 'off'}, transposed convs: {args.transposed_conv}")
+    print(f"training step, {size[0]}x{size[1]}, batch {args.batch_size}, ResNet-50, "
+          f"{args.warmup_steps} warm-up steps, then the median of {args.windows} windows of "
+          f"{args.steps} steps, jit {'on' if args.jit else 'off'}")
     # The ceiling: a training step is ~3 forward passes of multiply-accumulates (forward,
     # input gradients, weight gradients); no step can beat this machine's best GEMM rate.
     gemm = {p: _matmul_rate("bfloat16" if p == "mixed_bfloat16" else "float32")
             for p in args.precisions if p != "mixed_float16"}
     print("GEMM ceiling (2048^3 tf.matmul): " + ", ".join(
         f"{p} {rate / 1e9:.0f} GMAC/s" for p, rate in gemm.items()))
-    print(f"{'arch':<18}{'precision':<16}{'img/s':>8}{'x authors':>11}{'ceiling':>9}"
-          f"{'torch img/s':>13}")
+    print(f"{'arch':<18}{'precision':<16}{'transposed conv':<17}{'img/s':>8}{'x authors':>11}"
+          f"{'ceiling':>9}{'torch img/s':>13}")
     results = []
     for arch in args.archs:
         torch_rate = _measure_torch(arch, args) if have_torch else None
         step_macs = 3 * _model_macs(arch, input_size=size)
         for precision in args.precisions:
-            rate, loss = _measure_train_step(arch, precision, args)
-            # The authors' rate was measured at 256x192, batch 8: no ratio for other settings.
-            like_authors = size == INPUT_SIZE and args.batch_size == 8
-            ratio = rate / AUTHORS_IMAGES_PER_S[arch] if like_authors else None
-            ceiling = gemm[precision] / step_macs if precision in gemm else None
-            torch_text = f"{torch_rate:.2f}" if torch_rate else "(no torch)"
-            ceiling_text = f"{ceiling:.2f}" if ceiling else "-"
-            ratio_text = f"{ratio:.2f}x" if ratio else "-"
-            print(f"{arch:<18}{precision:<16}{rate:>8.2f}{ratio_text:>11}{ceiling_text:>9}"
-                  f"{torch_text:>13}", flush=True)
-            results.append({"arch": arch, "precision": precision, "images_per_s": rate,
-                            "authors_pytorch_images_per_s": AUTHORS_IMAGES_PER_S[arch],
-                            "ceiling_images_per_s": ceiling, "train_macs_per_image": step_macs,
-                            "torch_images_per_s": torch_rate, "last_loss": loss})
-    print("ceiling = GEMM ceiling / (3 x forward multiply-accumulates per image)")
+            for form, (rate, loss) in _measure_train_steps(arch, precision, args).items():
+                # The authors' rate was measured at 256x192, batch 8: no ratio otherwise.
+                like_authors = size == INPUT_SIZE and args.batch_size == 8
+                ratio = rate / AUTHORS_IMAGES_PER_S[arch] if like_authors else None
+                ceiling = gemm[precision] / step_macs if precision in gemm else None
+                torch_text = f"{torch_rate:.2f}" if torch_rate else "(no torch)"
+                ceiling_text = f"{ceiling:.2f}" if ceiling else "-"
+                ratio_text = f"{ratio:.2f}x" if ratio else "-"
+                print(f"{arch:<18}{precision:<16}{form:<17}{rate:>8.2f}{ratio_text:>11}"
+                      f"{ceiling_text:>9}{torch_text:>13}", flush=True)
+                results.append({"arch": arch, "precision": precision, "transposed_conv": form,
+                                "images_per_s": rate,
+                                "authors_pytorch_images_per_s": AUTHORS_IMAGES_PER_S[arch],
+                                "ceiling_images_per_s": ceiling,
+                                "train_macs_per_image": step_macs,
+                                "torch_images_per_s": torch_rate, "last_loss": loss})
+    print("ceiling = GEMM ceiling / (3 x forward multiply-accumulates per image); transposed "
+          "conv: auto = as build_model (blocks.uses_matmul_form)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"batch_size": args.batch_size, "input_size": size,
-                       "transposed_conv": args.transposed_conv,
                        "gemm_macs_per_s": gemm, "results": results}, f, indent=2)
 
 
@@ -372,14 +388,17 @@ def add_train(subparsers):
     p.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"],
                    choices=["float32", "mixed_bfloat16", "mixed_float16"])
     p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--steps", type=int, default=15)
+    p.add_argument("--steps", type=int, default=3, help="steps per timed window")
+    p.add_argument("--windows", type=int, default=5, help="timed windows; the median is kept")
     p.add_argument("--warmup_steps", type=int, default=3)
     p.add_argument("--jit", type=lambda s: s.lower() in ("1", "true", "yes"), default=False)
     p.add_argument("--input_size", type=int, nargs=2, default=list(INPUT_SIZE),
                    metavar=("HEIGHT", "WIDTH"), help="e.g. 96 64 (configs/synthetic_long.py)")
-    p.add_argument("--transposed_conv", default="auto", choices=["auto", "matmul", "native"],
+    p.add_argument("--transposed_conv", nargs="+", default=["auto"],
+                   choices=["auto", "matmul", "native"],
                    help="auto: as build_model (blocks.uses_matmul_form); matmul: every transposed "
-                        "conv as MatmulConv2DTranspose; native: keras Conv2DTranspose everywhere")
+                        "conv as MatmulConv2DTranspose; native: keras Conv2DTranspose everywhere. "
+                        "Several: one row each, timed in interleaved windows")
     p.add_argument("--json", default="", help="write the results here")
     p.set_defaults(func=cmd_train)
 
