@@ -197,7 +197,7 @@ def _measure_train_steps(arch, precision, args):
     import keras
 
     from mrpose_tf.config import paper_config
-    from mrpose_tf.models import blocks
+    from mrpose_tf.models import transposed_conv_form
     from mrpose_tf.training import Trainer, make_strategy, random_examples, tensor_dataset_fn
 
     size, heatmap = _train_sizes(args)
@@ -210,16 +210,15 @@ def _measure_train_steps(arch, precision, args):
     runs = {}
     with tempfile.TemporaryDirectory() as workdir:
         for form in args.transposed_conv:
-            blocks.TRANSPOSED_CONV_FORM = form  # read by the model the trainer builds
-            trainer = Trainer(config, os.path.join(workdir, form), strategy,
-                              steps_per_epoch=1000, precision=precision, jit_compile=args.jit,
-                              log=lambda line: None)
+            with transposed_conv_form(form):  # read by the model the trainer builds
+                trainer = Trainer(config, os.path.join(workdir, form), strategy,
+                                  steps_per_epoch=1000, precision=precision,
+                                  jit_compile=args.jit, log=lambda line: None)
             batches = iter(trainer.distribute(tensor_dataset_fn(data, args.batch_size,
                                                                 repeat=True)))
             for _ in range(args.warmup_steps):
                 float(trainer.train_step(next(batches)))
             runs[form] = (trainer, batches, [])
-        blocks.TRANSPOSED_CONV_FORM = "auto"
         for _ in range(args.windows):
             for trainer, batches, rates in runs.values():
                 start = time.perf_counter()
@@ -753,7 +752,7 @@ def cmd_keras(args):
         raise SystemExit(f"keras is already imported with another backend than {args.backend}")
     import keras
 
-    from mrpose_tf.models import blocks
+    from mrpose_tf.models import transposed_conv_form
 
     try:
         import torch  # noqa: F401
@@ -761,7 +760,6 @@ def cmd_keras(args):
         have_torch = True
     except ImportError:
         have_torch = False
-    blocks.TRANSPOSED_CONV_FORM = args.transposed_conv
     devices = _backend_devices(args.backend)
     print(f"Keras {keras.__version__} on {args.backend} ({devices}); {INPUT_SIZE[0]}x"
           f"{INPUT_SIZE[1]}, batch {args.batch_size}, ResNet-50; images/s = median of "
@@ -772,7 +770,8 @@ def cmd_keras(args):
     results = []
     for arch in args.archs:
         for precision in args.precisions:
-            train, infer = _keras_rates(arch, precision, args)
+            with transposed_conv_form(args.transposed_conv):
+                train, infer = _keras_rates(arch, precision, args)
             torch_train, torch_infer = (_torch_rates(arch, precision, args) if have_torch
                                         else (None, None))
             text = (f"{torch_train:>13.1f}{torch_infer:>13.1f}" if have_torch
@@ -812,8 +811,9 @@ def add_keras(subparsers):
     p.add_argument("--steps", type=int, default=10, help="steps per timed window")
     p.add_argument("--windows", type=int, default=5, help="timed windows; the median is kept")
     p.add_argument("--warmup_steps", type=int, default=5)
-    p.add_argument("--transposed_conv", default="auto", choices=["auto", "matmul", "native"],
-                   help="as for 'train' (the auto rule was measured on a CPU with TensorFlow)")
+    p.add_argument("--transposed_conv", default="native", choices=["auto", "matmul", "native"],
+                   help="as for 'train'; native by default: the auto rule was measured with "
+                        "TensorFlow on a CPU, and the trainer builds native ones on GPUs")
     p.add_argument("--json", default="", help="write the results here (after every row)")
     p.set_defaults(func=cmd_keras)
 

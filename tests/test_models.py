@@ -1,7 +1,6 @@
 """The five architectures: exact head sizes, shapes, dtypes, a real forward pass, learning."""
 import json
 import os
-from unittest import mock
 
 import cv2
 import keras
@@ -11,7 +10,7 @@ import pytest
 import mrpose_tf
 from mrpose_tf.losses import joints_mse
 from mrpose_tf.models import (ARCHITECTURES, BACKBONES, blocks, dtype_policy,
-                              head_trainable_params)
+                              head_trainable_params, transposed_conv_form)
 from mrpose_tf.models.backbones import stage_outputs
 from mrpose_tf.models.blocks import MatmulConv2DTranspose
 from tests.conftest import shared_data_path
@@ -253,8 +252,12 @@ def test_build_model_uses_the_matmul_form_where_the_measured_rule_says():
                                                                  "c4_deconv1"}
     assert matmul_layers("simple_baseline", (256, 192), "float32") == {"deconv1"}
     for form, want in (("native", set()), ("matmul", every)):
-        with mock.patch.object(blocks, "TRANSPOSED_CONV_FORM", form):
+        with transposed_conv_form(form):
             assert matmul_layers("mrfeanet2", (256, 192), "float32") == want
+    assert blocks.TRANSPOSED_CONV_FORM == "auto"  # restored
+    with pytest.raises(ValueError, match="must be one of"):
+        with transposed_conv_form("fast"):
+            pass
     layer = MatmulConv2DTranspose(8, 4, strides=2, padding="same", name="t")
     assert isinstance(keras.layers.deserialize(keras.layers.serialize(layer)),
                       MatmulConv2DTranspose)

@@ -18,9 +18,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mrpose_tf.training import (StepDecay, Trainer, TrainingDiverged, heatmap_pck_counts,
-                                learning_rate_schedule, lr_boundaries, make_strategy,
-                                random_examples, tensor_dataset_fn)
+from mrpose_tf.models import transposed_conv_form
+from mrpose_tf.models.blocks import MatmulConv2DTranspose
+from mrpose_tf.training import (StepDecay, Trainer, TrainingDiverged, build_training_model,
+                                heatmap_pck_counts, learning_rate_schedule, lr_boundaries,
+                                make_strategy, random_examples, tensor_dataset_fn)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO_ROOT, "tests", "training_worker.py")
@@ -68,6 +70,24 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     config.train.lr_schedule = "linear"
     with pytest.raises(ValueError, match="lr_schedule"):
         learning_rate_schedule(config.train, 5)
+
+
+def test_training_model_takes_the_matmul_form_on_cpus_and_keras_layer_on_gpus(monkeypatch):
+    import mrpose_tf.training.trainer as trainer_module
+
+    config, strategy = tiny_config(), make_strategy("one_device")
+
+    def matmul_layers():
+        model = build_training_model(config, strategy)
+        return sorted(layer.name for layer in model.layers
+                      if isinstance(layer, MatmulConv2DTranspose))
+
+    # float32 on this CPU: C5's 2x2 pixels of 2048 channels; 256-channel inputs stay native.
+    assert matmul_layers() == ["deconv1"]
+    monkeypatch.setattr(trainer_module, "device_kind", lambda strategy: "gpu")
+    assert matmul_layers() == []
+    with transposed_conv_form("matmul"):  # a form asked for explicitly holds everywhere
+        assert matmul_layers() == ["deconv1", "deconv2", "deconv3"]
 
 
 def test_heatmap_pck_counts_correct_and_labelled_joints():

@@ -8,6 +8,8 @@
 Pure Keras 3, so the graphs run on every backend. Initialisers follow the authors' code
 (normal std 0.001 for every head conv, zero biases, BN gamma 1 / beta 0).
 """
+import contextlib
+
 import keras
 from keras import layers
 
@@ -27,13 +29,30 @@ def _batch_norm(x, name):
 # Which form transposed() builds: 'auto' (uses_matmul_form's measured rule), 'matmul' (always
 # MatmulConv2DTranspose) or 'native' (always keras Conv2DTranspose). Same layer, same function.
 TRANSPOSED_CONV_FORM = "auto"
+TRANSPOSED_CONV_FORMS = ("auto", "matmul", "native")
+
+
+@contextlib.contextmanager
+def transposed_conv_form(form):
+    """Models built inside use ``form`` for their transposed convs (see ``TRANSPOSED_CONV_FORM``);
+    the previous form is restored on exit, also after an error."""
+    global TRANSPOSED_CONV_FORM
+    if form not in TRANSPOSED_CONV_FORMS:
+        raise ValueError(f"transposed conv form must be one of {TRANSPOSED_CONV_FORMS}, "
+                         f"got {form!r}")
+    previous, TRANSPOSED_CONV_FORM = TRANSPOSED_CONV_FORM, form
+    try:
+        yield
+    finally:
+        TRANSPOSED_CONV_FORM = previous
 
 
 def uses_matmul_form(height, width, channels_in, compute_dtype):
     """Whether :func:`transposed` computes a transposed conv as one matmul.
 
-    The rule follows ``python scripts/benchmark.py deconv`` (forward + backward, this
-    project's 2-core CPU; Conv2DTranspose -> matmul form, ms):
+    The rule follows ``python scripts/benchmark.py deconv``, TensorFlow on this project's
+    2-core CPU (forward + backward; Conv2DTranspose -> matmul form, ms); the trainer applies it
+    on CPUs only and builds keras' Conv2DTranspose on GPUs and TPUs:
 
     - bfloat16: the matmul form wins or ties on every input of at most 32x24 pixels (3x2
       2048->1024 @32 667 -> 131, 12x8 512->256 @32 113 -> 75, 8x6 256->256 @32 32 -> 21,

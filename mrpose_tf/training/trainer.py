@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrpose_tf.losses import joints_mse
-from mrpose_tf.models import build_model, dtype_policy
+from mrpose_tf.models import blocks, build_model, dtype_policy, transposed_conv_form
 from mrpose_tf.training.checkpointing import RunState, atomic_write_json
 from mrpose_tf.training.fused_batch_norm import use_fused_batch_norm
 from mrpose_tf.training.metrics import heatmap_pck_counts
@@ -47,9 +47,14 @@ def build_training_model(config, strategy, precision="float32"):
       The keras.Model; with several replicas its BatchNorm layers are synchronized unless
       ``config.train.sync_batch_norm`` is False. Unsynchronized BatchNorm layers run TF's
       fused kernel (:mod:`mrpose_tf.training.fused_batch_norm`) unless
-      ``config.train.fused_batch_norm`` is False.
+      ``config.train.fused_batch_norm`` is False. Under the default transposed-conv form
+      ('auto') they take the form :func:`mrpose_tf.models.blocks.uses_matmul_form` picks on
+      CPUs, where it was measured, and are keras' Conv2DTranspose on GPUs and TPUs.
     """
-    with dtype_policy(precision), strategy.scope():
+    form = blocks.TRANSPOSED_CONV_FORM
+    if form == "auto" and device_kind(strategy) != "cpu":
+        form = "native"
+    with dtype_policy(precision), transposed_conv_form(form), strategy.scope():
         weights = config.model.backbone_weights or None
         model = build_model(config.model.arch, config.model.backbone,
                             int(config.model.num_joints), tuple(config.model.input_size),
