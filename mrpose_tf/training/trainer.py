@@ -48,8 +48,9 @@ def build_training_model(config, strategy, precision="float32"):
       ``config.train.sync_batch_norm`` is False. Unsynchronized BatchNorm layers run TF's
       fused kernel (:mod:`mrpose_tf.training.fused_batch_norm`) unless
       ``config.train.fused_batch_norm`` is False. Under the default transposed-conv form
-      ('auto') they take the form :func:`mrpose_tf.models.blocks.uses_matmul_form` picks on
-      CPUs, where it was measured, and are keras' Conv2DTranspose on GPUs and TPUs.
+      ('auto') its transposed convs take the form
+      :func:`mrpose_tf.models.blocks.uses_matmul_form` picks on CPUs, where that rule was
+      measured, and are keras' Conv2DTranspose on GPUs and TPUs.
     """
     form = blocks.TRANSPOSED_CONV_FORM
     if form == "auto" and device_kind(strategy) != "cpu":
