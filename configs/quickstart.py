@@ -22,8 +22,8 @@ def get_config():
                           num_train=1500, num_val=100, difficulty="easy")
 
     # The cheapest network of the paper at an eighth of its input area, no ImageNet weights
-    # (none can be downloaded here): heatmaps of 24 x 16. Measured: 96 x 64 reaches AP 0.38 in
-    # 564 steps (~45 img/s, 7.7 min in all); 128 x 96 (~21 img/s then) stopped at AP 0.06.
+    # (none can be downloaded here): heatmaps of 24 x 16. Measured: 96 x 64 reaches AP 0.35 in
+    # 564 steps (~49 img/s, 7.2 min in all); 128 x 96 (~21 img/s then) stopped at AP 0.06.
     c.model.arch = "simple_baseline"
     c.model.backbone = "resnet50"
     c.model.backbone_weights = None

@@ -2,7 +2,7 @@
 
   python scripts/benchmark.py pipeline --annotations=FILE --images=DIR --json=OUT
   python scripts/benchmark.py inference --json=OUT [--naive_tflite]
-  python scripts/benchmark.py train [--archs simple_baseline mrfeanet2] [--steps 15]
+  python scripts/benchmark.py train [--archs simple_baseline mrfeanet2] [--transposed_conv auto native]
   python scripts/benchmark.py deconv [--shapes 3x2x2048x1024@32 ...]
   python scripts/benchmark.py keras --backend=jax --json=OUT   (e.g. on a GPU, no TensorFlow)
 
