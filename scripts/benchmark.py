@@ -2,7 +2,7 @@
 
   python scripts/benchmark.py pipeline --annotations=FILE --images=DIR --json=OUT
   python scripts/benchmark.py inference --json=OUT [--naive_tflite]
-  python scripts/benchmark.py train [--archs simple_baseline mrfeanet2] [--transposed_conv auto native]
+  python scripts/benchmark.py train [--archs mrfeanet2] [--transposed_conv auto native]
   python scripts/benchmark.py deconv [--shapes 3x2x2048x1024@32 ...]
   python scripts/benchmark.py keras --backend=jax --json=OUT   (e.g. on a GPU, no TensorFlow)
 
@@ -183,6 +183,9 @@ def add_pipeline(subparsers):
 
 TRAIN_ARCHS = ("simple_baseline", "mrfeanet2")
 AUTHORS_IMAGES_PER_S = {"simple_baseline": 4.3, "mrfeanet2": 2.2}  # PyTorch, batch 8, float32
+# mrpose_tf.models.blocks.TRANSPOSED_CONV_FORMS, spelt out: importing it (and keras) while the
+# flags are parsed would fix the Keras backend before the 'keras' subcommand chooses one.
+TRANSPOSED_CONV_CHOICES = ("auto", "matmul", "native")
 
 
 def _measure_train_steps(arch, precision, args):
@@ -352,18 +355,18 @@ def cmd_train(args):
         f"{p} {rate / 1e9:.0f} GMAC/s" for p, rate in gemm.items()))
     print(f"{'arch':<18}{'precision':<16}{'transposed conv':<17}{'img/s':>8}{'x authors':>11}"
           f"{'ceiling':>9}{'torch img/s':>13}")
+    # The authors' rate was measured at 256x192, batch 8: no ratio for other settings.
+    like_authors = size == INPUT_SIZE and args.batch_size == 8
     results = []
     for arch in args.archs:
         torch_rate = _measure_torch(arch, args) if have_torch else None
+        torch_text = f"{torch_rate:.2f}" if torch_rate else "(no torch)"
         step_macs = 3 * _model_macs(arch, input_size=size)
         for precision in args.precisions:
+            ceiling = gemm[precision] / step_macs if precision in gemm else None
+            ceiling_text = f"{ceiling:.2f}" if ceiling else "-"
             for form, (rate, loss) in _measure_train_steps(arch, precision, args).items():
-                # The authors' rate was measured at 256x192, batch 8: no ratio otherwise.
-                like_authors = size == INPUT_SIZE and args.batch_size == 8
                 ratio = rate / AUTHORS_IMAGES_PER_S[arch] if like_authors else None
-                ceiling = gemm[precision] / step_macs if precision in gemm else None
-                torch_text = f"{torch_rate:.2f}" if torch_rate else "(no torch)"
-                ceiling_text = f"{ceiling:.2f}" if ceiling else "-"
                 ratio_text = f"{ratio:.2f}x" if ratio else "-"
                 print(f"{arch:<18}{precision:<16}{form:<17}{rate:>8.2f}{ratio_text:>11}"
                       f"{ceiling_text:>9}{torch_text:>13}", flush=True)
@@ -394,7 +397,7 @@ def add_train(subparsers):
     p.add_argument("--input_size", type=int, nargs=2, default=list(INPUT_SIZE),
                    metavar=("HEIGHT", "WIDTH"), help="e.g. 96 64 (configs/synthetic_long.py)")
     p.add_argument("--transposed_conv", nargs="+", default=["auto"],
-                   choices=["auto", "matmul", "native"],
+                   choices=TRANSPOSED_CONV_CHOICES,
                    help="auto: as build_model (blocks.uses_matmul_form); matmul: every transposed "
                         "conv as MatmulConv2DTranspose; native: keras Conv2DTranspose everywhere. "
                         "Several: one row each, timed in interleaved windows")
@@ -442,8 +445,8 @@ def cmd_deconv(args):
                 return tape.gradient(loss, [x, layer.kernel])
 
             times.append(_timed(lambda step=step: [g.numpy() for g in step()], args.runs, 2))
-        compute_dtype = "bfloat16" if args.precision == "mixed_bfloat16" else "float32"
-        auto = "matmul" if uses_matmul_form(height, width, c_in, compute_dtype) else "native"
+        # layer: the last one built above, under the policy of args.precision.
+        auto = "matmul" if uses_matmul_form(height, width, c_in, layer.compute_dtype) else "native"
         print(f"{height}x{width}, {c_in} -> {c_out} @ {batch}".ljust(34)
               + f"{times[0]:>13.1f} ms{times[1]:>7.1f} ms{auto:>9}", flush=True)
         results.append({"shape": shape, "conv2d_transpose_ms": times[0], "matmul_ms": times[1],
@@ -811,7 +814,7 @@ def add_keras(subparsers):
     p.add_argument("--steps", type=int, default=10, help="steps per timed window")
     p.add_argument("--windows", type=int, default=5, help="timed windows; the median is kept")
     p.add_argument("--warmup_steps", type=int, default=5)
-    p.add_argument("--transposed_conv", default="native", choices=["auto", "matmul", "native"],
+    p.add_argument("--transposed_conv", default="native", choices=TRANSPOSED_CONV_CHOICES,
                    help="as for 'train'; native by default: the auto rule was measured with "
                         "TensorFlow on a CPU, and the trainer builds native ones on GPUs")
     p.add_argument("--json", default="", help="write the results here (after every row)")
