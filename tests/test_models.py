@@ -66,6 +66,20 @@ def test_backbone_taps_are_the_last_block_of_each_stage():
         assert strides == [4, 8, 16, 32]
 
 
+def test_every_batch_norm_updates_its_moving_mean_with_the_authors_momentum():
+    # The authors' ResNet and heads: torch BatchNorm2d(momentum=0.1), i.e. new = 0.9 old + 0.1 batch.
+    model = mrpose_tf.build_model("simple_baseline", input_size=(64, 64))
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 53 + 3 and {layer.momentum for layer in norms} == {0.9}
+    bn = model.get_layer("conv3_block1_1_bn")  # a backbone layer (keras.applications default: 0.99)
+    x = np.random.default_rng(0).normal(size=(4, 64, 64, 3)).astype("float32")
+    bn_input = keras.Model(model.input, bn.input)(x).numpy()
+    old = bn.moving_mean.numpy().copy()
+    bn(bn_input, training=True)
+    np.testing.assert_allclose(bn.moving_mean.numpy(),
+                               0.9 * old + 0.1 * bn_input.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)
+
+
 def test_heatmaps_are_float32_under_mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:

@@ -4,6 +4,8 @@ import re
 
 import keras
 
+from mrpose_tf.models.blocks import BN_MOMENTUM
+
 BACKBONES = {
     "resnet50": keras.applications.ResNet50,
     "resnet101": keras.applications.ResNet101,
@@ -34,6 +36,13 @@ def build_backbone(name, inputs, weights=None):
             f"backbone_weights must be None, 'imagenet' or an existing weights file; "
             f"no file at {weights!r}")
     model = BACKBONES[name](include_top=False, weights=weights, input_tensor=inputs)
+    # keras.applications builds its BatchNorms with keras' default momentum 0.99; the authors'
+    # ResNet uses torch's 0.1 (keras 0.9) in every layer, as the heads do. Only the moving
+    # statistics depend on it (training normalises with the batch's own); the epsilon stays
+    # keras.applications' 1.001e-5, which its ImageNet weights were trained with.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = BN_MOMENTUM
     return model, stage_outputs(model)
 
 
