@@ -39,7 +39,11 @@ def get_config():
     c.model.backbone_weights = None
     c.model.input_size = (96, 64)
     c.model.heatmap_size = (24, 16)
-    c.model.sigma = 2.0
+    # The paper's sigma 2 is for 64 x 48 heatmaps; at 24 x 16 it would blur each joint over a
+    # sixth of the map and merge the two ankles' targets. 1 is the nearest integer to the same
+    # size relative to the body (the targets' window truncation shifts non-integer sigmas).
+    # 20-minute proxy (936 steps, cosine over 4 epochs): AP 0.075 against 0.055 for sigma 2.
+    c.model.sigma = 1.0
 
     c.augment.scale_factor = 0.25
     c.augment.rotation_factor = 0.0
