@@ -245,6 +245,12 @@ def test_matmul_transposed_conv_equals_conv2d_transpose_forward_and_backward(
         np.testing.assert_allclose(g_got, g_want, rtol=1e-10, atol=1e-10)
 
 
+def test_benchmark_transposed_conv_choices_spell_out_the_forms_of_blocks():
+    # scripts/benchmark.py copies the tuple so that parsing its flags imports no keras.
+    from scripts import benchmark
+    assert benchmark.TRANSPOSED_CONV_CHOICES == blocks.TRANSPOSED_CONV_FORMS
+
+
 def test_build_model_uses_the_matmul_form_where_the_measured_rule_says():
     def matmul_layers(arch, input_size, precision):
         with dtype_policy(precision):
