@@ -76,6 +76,7 @@ def base_config():
     c.train.precision = "auto"           # used when --mixed_precision=auto; 'auto' picks by hardware
     c.train.sync_batch_norm = True       # several replicas: BatchNorm over the global batch
     c.train.fused_batch_norm = True      # TF's fused BatchNorm kernel (same maths, faster step)
+    c.train.fused_adam = True            # TF's fused Adam kernel (same maths, faster step)
     c.train.best_metric = ""             # '' -> 'AP' (or PCKh 'Mean') with evaluation, else 'PCK'
 
     c.test = ml_collections.ConfigDict()

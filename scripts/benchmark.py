@@ -12,6 +12,7 @@ declares its flags and sets ``func=cmd_NAME``) and list ``add_NAME`` in ``SUBCOM
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -189,11 +190,13 @@ TRANSPOSED_CONV_CHOICES = ("auto", "matmul", "native")
 
 
 def _measure_train_steps(arch, precision, args):
-    """{form: (images/s, last loss)} of the trainer's own step (Trainer.train_step) on random
-    in-memory tensors, one trainer per transposed-conv form of ``args.transposed_conv``.
+    """{(form, adam): (images/s, last loss)} of the trainer's own step (Trainer.train_step) on
+    random in-memory tensors, one trainer per transposed-conv form of ``args.transposed_conv``
+    and Adam update of ``args.adam``.
 
-    The forms' timed windows interleave (A B A B ...), so the drift of a shared host's speed,
-    ~10% between runs here, hits every form alike; images/s is the median over the windows.
+    The variants' timed windows interleave (A B A B ...), so the drift of a shared host's
+    speed, ~10% between runs here, hits every variant alike; images/s is the median over the
+    windows.
     """
     import tempfile
 
@@ -212,16 +215,17 @@ def _measure_train_steps(arch, precision, args):
     data = random_examples(args.batch_size, size, heatmap, 17)
     runs = {}
     with tempfile.TemporaryDirectory() as workdir:
-        for form in args.transposed_conv:
+        for form, adam in itertools.product(args.transposed_conv, args.adam):
+            config.train.fused_adam = adam == "fused"
             with transposed_conv_form(form):  # read by the model the trainer builds
-                trainer = Trainer(config, os.path.join(workdir, form), strategy,
+                trainer = Trainer(config, os.path.join(workdir, f"{form}_{adam}"), strategy,
                                   steps_per_epoch=1000, precision=precision,
                                   jit_compile=args.jit, log=lambda line: None)
             batches = iter(trainer.distribute(tensor_dataset_fn(data, args.batch_size,
                                                                 repeat=True)))
             for _ in range(args.warmup_steps):
                 float(trainer.train_step(next(batches)))
-            runs[form] = (trainer, batches, [])
+            runs[form, adam] = (trainer, batches, [])
         for _ in range(args.windows):
             for trainer, batches, rates in runs.values():
                 start = time.perf_counter()
@@ -229,7 +233,8 @@ def _measure_train_steps(arch, precision, args):
                     loss = float(trainer.train_step(next(batches)))
                 rates.append(args.steps * args.batch_size / (time.perf_counter() - start))
     keras.utils.clear_session()  # free these models before the next ones
-    return {form: (sorted(rates)[len(rates) // 2], loss) for form, (_, _, rates) in runs.items()}
+    return {variant: (sorted(rates)[len(rates) // 2], loss)
+            for variant, (_, _, rates) in runs.items()}
 
 
 def _train_sizes(args):
@@ -353,7 +358,8 @@ def cmd_train(args):
             for p in args.precisions if p != "mixed_float16"}
     print("GEMM ceiling (2048^3 tf.matmul): " + ", ".join(
         f"{p} {rate / 1e9:.0f} GMAC/s" for p, rate in gemm.items()))
-    print(f"{'arch':<18}{'precision':<16}{'transposed conv':<17}{'img/s':>8}{'x authors':>11}"
+    print(f"{'arch':<18}{'precision':<16}{'transposed conv':<17}{'adam':<7}{'img/s':>8}"
+          f"{'x authors':>11}"
           f"{'ceiling':>9}{'torch img/s':>13}")
     # The authors' rate was measured at 256x192, batch 8: no ratio for other settings.
     like_authors = size == INPUT_SIZE and args.batch_size == 8
@@ -365,19 +371,21 @@ def cmd_train(args):
         for precision in args.precisions:
             ceiling = gemm[precision] / step_macs if precision in gemm else None
             ceiling_text = f"{ceiling:.2f}" if ceiling else "-"
-            for form, (rate, loss) in _measure_train_steps(arch, precision, args).items():
+            for (form, adam), (rate, loss) in _measure_train_steps(arch, precision,
+                                                                   args).items():
                 ratio = rate / AUTHORS_IMAGES_PER_S[arch] if like_authors else None
                 ratio_text = f"{ratio:.2f}x" if ratio else "-"
-                print(f"{arch:<18}{precision:<16}{form:<17}{rate:>8.2f}{ratio_text:>11}"
+                print(f"{arch:<18}{precision:<16}{form:<17}{adam:<7}{rate:>8.2f}{ratio_text:>11}"
                       f"{ceiling_text:>9}{torch_text:>13}", flush=True)
                 results.append({"arch": arch, "precision": precision, "transposed_conv": form,
-                                "images_per_s": rate,
+                                "adam": adam, "images_per_s": rate,
                                 "authors_pytorch_images_per_s": AUTHORS_IMAGES_PER_S[arch],
                                 "ceiling_images_per_s": ceiling,
                                 "train_macs_per_image": step_macs,
                                 "torch_images_per_s": torch_rate, "last_loss": loss})
     print("ceiling = GEMM ceiling / (3 x forward multiply-accumulates per image); transposed "
-          "conv: auto = as build_model (blocks.uses_matmul_form)")
+          "conv: auto = as build_model (blocks.uses_matmul_form); adam: fused = TF's kernel "
+          "(the trainer's default), keras = keras.optimizers.Adam's ops")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"batch_size": args.batch_size, "input_size": size,
@@ -401,6 +409,9 @@ def add_train(subparsers):
                    help="auto: as build_model (blocks.uses_matmul_form); matmul: every transposed "
                         "conv as MatmulConv2DTranspose; native: keras Conv2DTranspose everywhere. "
                         "Several: one row each, timed in interleaved windows")
+    p.add_argument("--adam", nargs="+", default=["fused"], choices=["fused", "keras"],
+                   help="fused: the trainer's Adam (TF's fused kernel, config.train.fused_adam); "
+                        "keras: keras.optimizers.Adam's update. Several: as --transposed_conv")
     p.add_argument("--json", default="", help="write the results here")
     p.set_defaults(func=cmd_train)
 

@@ -23,6 +23,7 @@ import tensorflow as tf
 from mrpose_tf.losses import joints_mse
 from mrpose_tf.models import blocks, build_model, dtype_policy, transposed_conv_form
 from mrpose_tf.training.checkpointing import RunState, atomic_write_json
+from mrpose_tf.training.fused_adam import FusedAdam
 from mrpose_tf.training.fused_batch_norm import use_fused_batch_norm
 from mrpose_tf.training.metrics import heatmap_pck_counts
 from mrpose_tf.training.schedule import learning_rate_schedule
@@ -70,11 +71,17 @@ def build_training_model(config, strategy, precision="float32"):
 
 
 def make_optimizer(train_config, steps_per_epoch, precision="float32"):
-    """Adam on the paper's step schedule; wrapped for loss scaling under float16."""
+    """Adam on the config's schedule; wrapped for loss scaling under float16.
+
+    Keras' Adam, its update computed by TF's fused kernel
+    (:mod:`mrpose_tf.training.fused_adam`: the same maths and variables) unless
+    ``train_config.fused_adam`` is False.
+    """
     if train_config.optimizer != "adam":
         raise ValueError(f"config.train.optimizer must be 'adam' (the paper's), "
                          f"got {train_config.optimizer!r}")
-    optimizer = keras.optimizers.Adam(learning_rate_schedule(train_config, steps_per_epoch))
+    adam = FusedAdam if train_config.get("fused_adam", True) else keras.optimizers.Adam
+    optimizer = adam(learning_rate_schedule(train_config, steps_per_epoch))
     if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
