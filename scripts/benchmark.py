@@ -3,6 +3,7 @@
   python scripts/benchmark.py pipeline --annotations=FILE --images=DIR --json=OUT
   python scripts/benchmark.py inference --json=OUT [--naive_tflite]
   python scripts/benchmark.py train [--archs mrfeanet2] [--transposed_conv auto native]
+  python scripts/benchmark.py adam [--archs mrfeanet2]
   python scripts/benchmark.py deconv [--shapes 3x2x2048x1024@32 ...]
   python scripts/benchmark.py keras --backend=jax --json=OUT   (e.g. on a GPU, no TensorFlow)
 
@@ -478,6 +479,52 @@ def add_deconv(subparsers):
     p.set_defaults(func=cmd_deconv)
 
 
+def cmd_adam(args):
+    """ms of one Adam update over a model's parameters: Keras' ops vs TF's fused kernel."""
+    import keras
+    import tensorflow as tf
+
+    from mrpose_tf.models import build_model, dtype_policy
+    from mrpose_tf.training.fused_adam import FusedAdam
+
+    print(f"Adam update of every trainable variable (random gradients), median of {args.runs} "
+          f"after 2 warm-up runs, graph mode")
+    print(f"{'arch':<18}{'parameters':>12}{'keras Adam':>13}{'fused':>10}")
+    results = []
+    for arch in args.archs:
+        with dtype_policy("mixed_bfloat16"):  # float32 variables, as the trainer's
+            model = build_model(arch, "resnet50", 17, INPUT_SIZE)
+        variables = model.trainable_variables
+        gradients = [tf.random.stateless_normal(v.shape, seed=(i, 0), dtype=v.dtype) * 1e-3
+                     for i, v in enumerate(variables)]
+        times = []
+        for adam in (keras.optimizers.Adam, FusedAdam):
+            optimizer = adam(1e-3)
+            optimizer.build(variables)
+            update = tf.function(lambda optimizer=optimizer: optimizer.apply_gradients(
+                zip(gradients, variables)))
+            times.append(_timed(lambda update=update: (update(), variables[-1].numpy()),
+                                args.runs, 2))
+        count = sum(int(tf.size(v)) for v in variables)
+        print(f"{arch:<18}{count / 1e6:>10.1f} M{times[0]:>10.1f} ms{times[1]:>7.1f} ms",
+              flush=True)
+        results.append({"arch": arch, "parameters": count, "keras_adam_ms": times[0],
+                        "fused_adam_ms": times[1]})
+        keras.utils.clear_session()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"results": results}, f, indent=2)
+
+
+def add_adam(subparsers):
+    p = subparsers.add_parser("adam", help="one Adam update: Keras' ops vs the trainer's fused "
+                              "kernel (config.train.fused_adam)")
+    p.add_argument("--archs", nargs="+", default=list(TRAIN_ARCHS), choices=TRAIN_ARCHS)
+    p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--json", default="", help="write the results here")
+    p.set_defaults(func=cmd_adam)
+
+
 # --- inference -------------------------------------------------------------------------------
 
 INFERENCE_ARCHS = ("simple_baseline", "mrfeanet2")
@@ -834,7 +881,7 @@ def add_keras(subparsers):
 
 # --- registry --------------------------------------------------------------------------------
 
-SUBCOMMANDS = [add_pipeline, add_train, add_deconv, add_inference, add_keras]
+SUBCOMMANDS = [add_pipeline, add_train, add_adam, add_deconv, add_inference, add_keras]
 
 
 def main(argv=None):
