@@ -360,8 +360,7 @@ def cmd_train(args):
     print("GEMM ceiling (2048^3 tf.matmul): " + ", ".join(
         f"{p} {rate / 1e9:.0f} GMAC/s" for p, rate in gemm.items()))
     print(f"{'arch':<18}{'precision':<16}{'transposed conv':<17}{'adam':<7}{'img/s':>8}"
-          f"{'x authors':>11}"
-          f"{'ceiling':>9}{'torch img/s':>13}")
+          f"{'x authors':>11}{'ceiling':>9}{'torch img/s':>13}")
     # The authors' rate was measured at 256x192, batch 8: no ratio for other settings.
     like_authors = size == INPUT_SIZE and args.batch_size == 8
     results = []

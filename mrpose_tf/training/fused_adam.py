@@ -4,28 +4,38 @@ Keras 3's ``Adam.update_step`` updates each variable with separate ops (the diff
 product for the first moment, the square, difference and product for the second, then the
 square root, sum, product and quotient of the step): about ten passes over every parameter
 and its temporaries. TensorFlow's ``ResourceApplyAdam`` does the whole update in one pass.
-MRFeaNet2-R50 has 80 M parameters, and at the learning proof's small input (96x64, batch 32,
-bfloat16) Keras' update took ~210 ms of a ~1.3 s step on this project's 2-core CPU, the fused
-kernel ~70 ms (``python scripts/benchmark.py train`` measures the whole step with either).
+MRFeaNet2-R50 has 80 M parameters: on this project's 2-core CPU Keras' update of them takes
+~210 ms, the fused kernel's ~64 ms (``python scripts/benchmark.py adam``); the whole training
+step gains 2-5% (``python scripts/benchmark.py train --adam fused keras``), as Keras' ops
+partly overlap the backward pass.
 
 :class:`FusedAdam` is ``keras.optimizers.Adam`` with only ``update_step`` replaced, so its
 variables, config and checkpoint layout are Adam's (a checkpoint written with either
 resumes in the other) and everything around the update (loss scaling, the distribution of
-the update over replicas, the step counter) is Keras'. The kernel computes Keras' formula
-in Keras' order: ``alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)``,
-``m += (g - m) * (1 - beta_1)``, ``v += (g^2 - v) * (1 - beta_2)``,
-``x -= m * alpha / (sqrt(v) + epsilon)``. It falls back to Keras' update for AMSGrad and for
-anything but a TensorFlow resource variable.
+the update over replicas, the step counter) is Keras'. The kernel computes Keras' formula,
+``alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)``, ``m += (g - m) * (1 - beta_1)``,
+``v += (g^2 - v) * (1 - beta_2)``, ``x -= m * alpha / (sqrt(v) + epsilon)``, to float
+rounding: it forms ``1 - beta_2`` in the variable's dtype (float32: 1.3e-5 off 1e-3), where
+Keras forms it in Python floats, so the second moment and the step differ by ~1e-5 relative.
+It falls back to Keras' update for AMSGrad and for anything but a TensorFlow resource
+variable.
 """
 import keras
 import tensorflow as tf
 
 
 def _resource_variable(variable):
-    """The tf.Variable behind a Keras variable (itself if it is one), or None."""
+    """The tf.Variable behind a Keras variable (itself if it is one), or None without a handle.
+
+    A distributed variable has one only inside a replica context or a strategy's update().
+    """
     if isinstance(variable, keras.Variable):
         variable = variable.value
-    return variable if hasattr(variable, "handle") else None
+    try:
+        variable.handle
+    except (AttributeError, ValueError, NotImplementedError):
+        return None
+    return variable
 
 
 @keras.saving.register_keras_serializable(package="mrpose_tf")

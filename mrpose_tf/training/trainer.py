@@ -74,7 +74,8 @@ def make_optimizer(train_config, steps_per_epoch, precision="float32"):
     """Adam on the config's schedule; wrapped for loss scaling under float16.
 
     Keras' Adam, its update computed by TF's fused kernel
-    (:mod:`mrpose_tf.training.fused_adam`: the same maths and variables) unless
+    (:mod:`mrpose_tf.training.fused_adam`: the same maths to float rounding, the same
+    variables) unless
     ``train_config.fused_adam`` is False.
     """
     if train_config.optimizer != "adam":
