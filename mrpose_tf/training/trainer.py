@@ -75,8 +75,7 @@ def make_optimizer(train_config, steps_per_epoch, precision="float32"):
 
     Keras' Adam, its update computed by TF's fused kernel
     (:mod:`mrpose_tf.training.fused_adam`: the same maths to float rounding, the same
-    variables) unless
-    ``train_config.fused_adam`` is False.
+    variables) unless ``train_config.fused_adam`` is False.
     """
     if train_config.optimizer != "adam":
         raise ValueError(f"config.train.optimizer must be 'adam' (the paper's), "
