@@ -483,7 +483,7 @@ def cmd_adam(args):
     import keras
     import tensorflow as tf
 
-    from mrpose_tf.models import build_model, dtype_policy
+    from mrpose_tf.models import build_model
     from mrpose_tf.training.fused_adam import FusedAdam
 
     print(f"Adam update of every trainable variable (random gradients), median of {args.runs} "
@@ -491,9 +491,8 @@ def cmd_adam(args):
     print(f"{'arch':<18}{'parameters':>12}{'keras Adam':>13}{'fused':>10}")
     results = []
     for arch in args.archs:
-        with dtype_policy("mixed_bfloat16"):  # float32 variables, as the trainer's
-            model = build_model(arch, "resnet50", 17, INPUT_SIZE)
-        variables = model.trainable_variables
+        # float32 variables, as the trainer's under every precision policy
+        variables = build_model(arch, "resnet50", 17, INPUT_SIZE).trainable_variables
         gradients = [tf.random.stateless_normal(v.shape, seed=(i, 0), dtype=v.dtype) * 1e-3
                      for i, v in enumerate(variables)]
         times = []
