@@ -44,6 +44,8 @@ def base_config():
     c.model.input_size = (256, 192)      # (height, width)
     c.model.heatmap_size = (64, 48)
     c.model.sigma = 2.0
+    # From random weights only: start every residual branch at zero (models.backbones).
+    c.model.zero_init_residual = False
 
     c.augment = ml_collections.ConfigDict()
     c.augment.scale_factor = 0.3

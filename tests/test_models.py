@@ -11,7 +11,7 @@ import mrpose_tf
 from mrpose_tf.losses import joints_mse
 from mrpose_tf.models import (ARCHITECTURES, BACKBONES, blocks, dtype_policy,
                               head_trainable_params, transposed_conv_form)
-from mrpose_tf.models.backbones import stage_outputs
+from mrpose_tf.models.backbones import stage_outputs, zero_init_residual
 from mrpose_tf.models.blocks import MatmulConv2DTranspose
 from tests.conftest import shared_data_path
 
@@ -64,6 +64,30 @@ def test_backbone_taps_are_the_last_block_of_each_stage():
             assert taps[tap] is model.get_layer(name).output
         strides = [64 // taps[t].shape[1] for t in ("C2", "C3", "C4", "C5")]
         assert strides == [4, 8, 16, 32]
+
+
+def test_zero_init_residual_makes_every_bottleneck_its_shortcut():
+    # Blocks per stage: 3-4-6-3, 3-4-23-3, 3-8-36-3.
+    for backbone, blocks_total in (("resnet50", 16), ("resnet101", 33), ("resnet152", 50)):
+        keras.backend.clear_session()
+        model = BACKBONES[backbone](include_top=False, weights=None, input_shape=(64, 64, 3))
+        assert zero_init_residual(model) == blocks_total
+    # ResNet-50 inside a pose model: an identity block then passes its input through unchanged
+    # (relu of a non-negative input), and a projection block equals relu(its shortcut's BN).
+    model = mrpose_tf.build_model("simple_baseline", input_size=(64, 64))
+    x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype("float32")
+    names = ["conv3_block1_out", "conv3_block2_out", "conv3_block1_0_bn"]
+    probe = keras.Model(model.input, [model.get_layer(n).output for n in names])
+    before = [t.numpy() for t in probe(x)]
+    assert zero_init_residual(model) == 16
+    for training in (False, True):
+        block1, block2, shortcut = (t.numpy() for t in probe(x, training=training))
+        np.testing.assert_allclose(block2, block1, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(block1, np.maximum(shortcut, 0), rtol=1e-6, atol=1e-6)
+    assert np.abs(before[1] - before[0]).max() > 0.1  # not so by construction
+    assert float(np.abs(model.get_layer("conv3_block1_0_bn").gamma.numpy() - 1).max()) == 0
+    with pytest.raises(ValueError, match="not a ResNet"):
+        zero_init_residual(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
 
 
 def test_every_batch_norm_updates_its_moving_mean_with_the_authors_momentum():

@@ -90,6 +90,18 @@ def test_training_model_takes_the_matmul_form_on_cpus_and_keras_layer_on_gpus(mo
         assert matmul_layers() == ["deconv1", "deconv2", "deconv3"]
 
 
+def test_zero_init_residual_option_of_the_training_model():
+    config, strategy = tiny_config(), make_strategy("one_device")
+    gammas = lambda model: [float(np.abs(model.get_layer(f"conv{s}_block1_3_bn").gamma.numpy()).max())
+                            for s in (2, 3, 4, 5)]
+    assert gammas(build_training_model(config, strategy)) == [1.0] * 4
+    config.model.zero_init_residual = True
+    assert gammas(build_training_model(config, strategy)) == [0.0] * 4
+    config.model.backbone_weights = "imagenet"  # refused before anything is downloaded
+    with pytest.raises(ValueError, match="zero_init_residual.*imagenet"):
+        build_training_model(config, strategy)
+
+
 def test_heatmap_pck_counts_correct_and_labelled_joints():
     true = np.zeros((1, 20, 20, 4), np.float32)
     pred = np.zeros((1, 20, 20, 4), np.float32)

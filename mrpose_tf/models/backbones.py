@@ -13,6 +13,8 @@ BACKBONES = {
 }
 
 _BLOCK_OUT = re.compile(r"^conv(\d)_block(\d+)_out$")
+# The BatchNorm closing each block's residual branch (``_0_bn`` is the shortcut's projection).
+_RESIDUAL_LAST_BN = re.compile(r"^conv\d_block\d+_3_bn$")
 
 
 def build_backbone(name, inputs, weights=None):
@@ -44,6 +46,27 @@ def build_backbone(name, inputs, weights=None):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = BN_MOMENTUM
     return model, stage_outputs(model)
+
+
+def zero_init_residual(model):
+    """Set gamma to 0 in the last BatchNorm of every residual branch of a ResNet backbone.
+
+    Each bottleneck block then starts as its shortcut alone (torchvision's
+    ``resnet50(zero_init_residual=True)``; Goyal et al. 2017, section 5.1), a training aid
+    for random initialisation only: it changes where training starts, not the network.
+    Works on the backbone or on a whole pose model holding its layers.
+
+    Returns:
+      The number of BatchNorm layers set.
+    """
+    count = 0
+    for layer in model.layers:
+        if _RESIDUAL_LAST_BN.match(layer.name):
+            layer.gamma.assign(keras.ops.zeros_like(layer.gamma))
+            count += 1
+    if not count:
+        raise ValueError(f"{model.name}: no conv{{s}}_block{{n}}_3_bn layers (not a ResNet?)")
+    return count
 
 
 def stage_outputs(model):

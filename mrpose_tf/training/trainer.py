@@ -21,7 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 from mrpose_tf.losses import joints_mse
-from mrpose_tf.models import blocks, build_model, dtype_policy, transposed_conv_form
+from mrpose_tf.models import (blocks, build_model, dtype_policy, transposed_conv_form,
+                              zero_init_residual)
 from mrpose_tf.training.checkpointing import RunState, atomic_write_json
 from mrpose_tf.training.fused_adam import FusedAdam
 from mrpose_tf.training.fused_batch_norm import use_fused_batch_norm
@@ -56,11 +57,17 @@ def build_training_model(config, strategy, precision="float32"):
     form = blocks.TRANSPOSED_CONV_FORM
     if form == "auto" and device_kind(strategy) != "cpu":
         form = "native"
+    weights = config.model.backbone_weights or None
+    zero_init = config.model.get("zero_init_residual", False)
+    if zero_init and weights is not None:
+        raise ValueError("config.model.zero_init_residual is for random initialisation; it would "
+                         f"overwrite the backbone_weights {weights!r} (set them to None)")
     with dtype_policy(precision), transposed_conv_form(form), strategy.scope():
-        weights = config.model.backbone_weights or None
         model = build_model(config.model.arch, config.model.backbone,
                             int(config.model.num_joints), tuple(config.model.input_size),
                             backbone_weights=weights)
+        if zero_init:
+            zero_init_residual(model)
     if strategy.num_replicas_in_sync > 1 and config.train.sync_batch_norm:
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
