@@ -92,8 +92,11 @@ def test_training_model_takes_the_matmul_form_on_cpus_and_keras_layer_on_gpus(mo
 
 def test_zero_init_residual_option_of_the_training_model():
     config, strategy = tiny_config(), make_strategy("one_device")
-    gammas = lambda model: [float(np.abs(model.get_layer(f"conv{s}_block1_3_bn").gamma.numpy()).max())
-                            for s in (2, 3, 4, 5)]
+
+    def gammas(model):  # the largest |gamma| of the first block's residual-closing BN per stage
+        return [float(np.abs(model.get_layer(f"conv{s}_block1_3_bn").gamma.numpy()).max())
+                for s in (2, 3, 4, 5)]
+
     assert gammas(build_training_model(config, strategy)) == [1.0] * 4
     config.model.zero_init_residual = True
     assert gammas(build_training_model(config, strategy)) == [0.0] * 4
