@@ -597,20 +597,23 @@ def _inference_runners(arch, args, workdir):
         flatbuffers["tflite_fp32_naive"] = convert_all(model, ["fp32"])["fp32"]
     for name, flatbuffer in flatbuffers.items():
         interpreter = litert_interpreter(flatbuffer, num_threads=args.threads)
-        (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-
-        def run(batch, interpreter=interpreter, inp=inp, out=out):
-            for crop in batch:  # the TFLite models have a fixed batch of 1
-                interpreter.set_tensor(inp["index"], crop[None])
-                interpreter.invoke()
-                interpreter.get_tensor(out["index"])
-
-        def batch1(run=run):
-            run(one)
-
+        batch1 = _tflite_invoker(interpreter, one)
         batch1.xnnpack_partitions = delegation(interpreter)[0]
-        runners[name] = (batch1, lambda run=run: run(sixteen))
+        runners[name] = (batch1, _tflite_invoker(interpreter, sixteen))
     return runners
+
+
+def _tflite_invoker(interpreter, crops):
+    """fn() that runs ``crops`` through ``interpreter`` one at a time (its fixed batch of 1)."""
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+
+    def run():
+        for crop in crops:
+            interpreter.set_tensor(inp["index"], crop[None])
+            interpreter.invoke()
+            interpreter.get_tensor(out["index"])
+
+    return run
 
 
 def _xnnpack_rate(quantization, threads, runs=20):
@@ -632,15 +635,8 @@ def _xnnpack_rate(quantization, threads, runs=20):
             x = keras.layers.Conv2D(channels, kernel, padding="same")(x)
         model = keras.Model(inputs, x)
         crops = np.random.default_rng(0).normal(0, 1, (4, 32, 24, channels)).astype(np.float32)
-        interpreter = litert_interpreter(convert_all(model, [quantization], crops)[quantization],
-                                         num_threads=threads)
-        (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-
-        def run():
-            interpreter.set_tensor(inp["index"], crops[:1])
-            interpreter.invoke()
-            interpreter.get_tensor(out["index"])
-
+        flatbuffer = convert_all(model, [quantization], crops)[quantization]
+        run = _tflite_invoker(litert_interpreter(flatbuffer, num_threads=threads), crops[:1])
         macs = 4 * 32 * 24 * kernel * kernel * channels * channels
         best = max(best, macs / (_timed(run, runs, 3) / 1e3))
         keras.utils.clear_session()
@@ -761,15 +757,8 @@ def cmd_stages(args):
             part = keras.Model(model.input, output)
             flatbuffer = convert_all(part, [q], crops)[q]
             macs.append(count_flops(part) / 2)
-        interpreter = litert_interpreter(flatbuffer, num_threads=args.threads)
-        (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-
-        def run(interpreter=interpreter, inp=inp, out=out):
-            interpreter.set_tensor(inp["index"], crops[:1])
-            interpreter.invoke()
-            interpreter.get_tensor(out["index"])
-
-        runners.append(run)
+        runners.append(_tflite_invoker(
+            litert_interpreter(flatbuffer, num_threads=args.threads), crops[:1]))
     # The cuts' rounds interleave, so that a slow spell of the host hits all of them alike.
     totals = [min(times) for times in zip(*(
         [_timed(run, args.runs, 3) for run in runners] for _ in range(args.rounds)))]
