@@ -424,11 +424,13 @@ DECONV_SHAPES = ("3x2x2048x1024@32", "6x4x1024x512@32", "12x8x512x256@32", "8x6x
 
 
 def cmd_deconv(args):
-    """Forward + backward ms of the paper's transposed conv: TF's kernel vs one matmul."""
+    """Forward + backward ms of the paper's transposed conv: TF's kernel, one matmul, and the
+    export's four 2x2 convs (the sub-pixel form, here with its phase kernels trained)."""
     import keras
     import numpy as np
     import tensorflow as tf
 
+    from mrpose_tf.export.subpixel import SubPixelDeconv, subpixel_kernels
     from mrpose_tf.models import dtype_policy
     from mrpose_tf.models.blocks import MatmulConv2DTranspose, uses_matmul_form
 
@@ -436,33 +438,39 @@ def cmd_deconv(args):
           f"kernel gradients), median of {args.runs}; 'auto': the form build_model picks "
           f"(blocks.uses_matmul_form)")
     print(f"{'input HxW, C_in -> C_out @ batch':<34}{'Conv2DTranspose':>16}{'matmul':>10}"
-          f"{'auto':>9}")
+          f"{'sub-pixel':>11}{'auto':>9}")
     results = []
     rng = np.random.default_rng(0)
     for shape in args.shapes:
         dims, batch = shape.split("@")
         height, width, c_in, c_out = (int(v) for v in dims.split("x"))
         x = tf.constant(rng.standard_normal((int(batch), height, width, c_in)), tf.float32)
+        with dtype_policy(args.precision):
+            native = keras.layers.Conv2DTranspose(c_out, 4, strides=2, padding="same",
+                                                  use_bias=False)
+            native.build(x.shape)
+            matmul = MatmulConv2DTranspose(c_out, 4, strides=2, padding="same", use_bias=False)
+            matmul.build(x.shape)
+            subpixel = SubPixelDeconv(subpixel_kernels(native.kernel.numpy()))
+            subpixel.build(x.shape)
         times = []
-        for cls in (keras.layers.Conv2DTranspose, MatmulConv2DTranspose):
-            with dtype_policy(args.precision):
-                layer = cls(c_out, 4, strides=2, padding="same", use_bias=False)
-                layer.build(x.shape)
+        for layer, kernels in ((native, [native.kernel]), (matmul, [matmul.kernel]),
+                               (subpixel, subpixel.phase_kernels)):
+            kernels = [kernel.value for kernel in kernels]  # the tf.Variables
 
             @tf.function
-            def step(layer=layer):
+            def step(layer=layer, kernels=kernels):
                 with tf.GradientTape() as tape:
-                    tape.watch(x)
+                    tape.watch([x] + kernels)  # the sub-pixel phase kernels are not trainable
                     loss = tf.reduce_sum(tf.cast(layer(x), tf.float32))
-                return tape.gradient(loss, [x, layer.kernel])
+                return tape.gradient(loss, [x] + kernels)
 
             times.append(_timed(lambda step=step: [g.numpy() for g in step()], args.runs, 2))
-        # layer: the last one built above, under the policy of args.precision.
-        auto = "matmul" if uses_matmul_form(height, width, c_in, layer.compute_dtype) else "native"
+        auto = "matmul" if uses_matmul_form(height, width, c_in, native.compute_dtype) else "native"
         print(f"{height}x{width}, {c_in} -> {c_out} @ {batch}".ljust(34)
-              + f"{times[0]:>13.1f} ms{times[1]:>7.1f} ms{auto:>9}", flush=True)
+              + f"{times[0]:>13.1f} ms{times[1]:>7.1f} ms{times[2]:>8.1f} ms{auto:>9}", flush=True)
         results.append({"shape": shape, "conv2d_transpose_ms": times[0], "matmul_ms": times[1],
-                        "auto": auto})
+                        "subpixel_ms": times[2], "auto": auto})
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"precision": args.precision, "results": results}, f, indent=2)
@@ -470,7 +478,8 @@ def cmd_deconv(args):
 
 def add_deconv(subparsers):
     p = subparsers.add_parser("deconv", help="training cost of the transposed conv: TF's kernel "
-                              "vs the matmul form (MatmulConv2DTranspose)")
+                              "vs the matmul form (MatmulConv2DTranspose) vs the export's "
+                              "sub-pixel form (four 2x2 convs)")
     p.add_argument("--shapes", nargs="+", default=list(DECONV_SHAPES),
                    help="HxWxC_INxC_OUT@BATCH")
     p.add_argument("--precision", default="mixed_bfloat16", choices=["float32", "mixed_bfloat16"])
