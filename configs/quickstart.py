@@ -16,7 +16,7 @@ from mrpose_tf.config import base_config, use_synthetic_dataset
 def get_config():
     c = base_config()
 
-    # Rendered by scripts/train.py when absent (mrpose_tf.training.finish.prepare_dataset):
+    # Rendered by scripts/train.py when absent (mrpose_tf.data.synthetic.prepare_from_config):
     # 'easy' figures (distinct left/right limb colours, plain backgrounds), ~2 people each.
     use_synthetic_dataset(c, "data/synthetic_quickstart",
                           num_train=1500, num_val=100, difficulty="easy")

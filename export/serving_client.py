@@ -53,14 +53,20 @@ def main(argv=None):
     parser.add_argument("--image", required=True)
     parser.add_argument("--boxes", action="append", required=True, help="x,y,w,h (repeat)")
     parser.add_argument("--output", default="keypoints.jpg")
+    parser.add_argument("--keypoints", help="the export's keypoints.json: its skeleton is drawn "
+                        "(default: joints only)")
     args = parser.parse_args(argv)
     with open(args.image, "rb") as f:
         image_bytes = f.read()
     boxes = [[float(v) for v in box.split(",")] for box in args.boxes]
     keypoints, scores = predict(args.server, args.model_name, image_bytes, boxes)
     print(json.dumps({"keypoints": keypoints, "scores": scores}))
+    skeleton = []
+    if args.keypoints:
+        with open(args.keypoints, encoding="utf-8") as f:
+            skeleton = json.load(f)["skeleton"]
     image = cv2.imread(args.image, cv2.IMREAD_COLOR)
-    cv2.imwrite(args.output, draw(image, keypoints, scores))
+    cv2.imwrite(args.output, draw(image, keypoints, scores, skeleton))
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
 """Keypoints of the people in an image with an exported .tflite pose model.
 
 Needs only ai-edge-litert, numpy and OpenCV (no TensorFlow, no mrpose_tf): the crop and
-decoding math below is a minimal numpy copy of mrpose_tf.geometry / mrpose_tf.inference.
+decoding math below is a minimal numpy copy of mrpose_tf.geometry / mrpose_tf.codec, tested
+equal to them (tests/test_tflite_infer.py).
 
     python tflite_infer.py --model model_int8.tflite --image people.jpg \
         --boxes 10,20,120,300 --boxes 200,40,110,280 --output drawn.jpg
 
-Input size, flip pairs and box padding come from ``export_info.json`` beside the model
-(written by the exporter); without it, the model's input shape, COCO flip pairs for 17
-joints and padding 1.25 are used.
+Beside the model, the exporter writes ``keypoints.json`` (the keypoint set: names, flip pairs
+for the flip test, skeleton for drawing) and ``export_info.json`` (input size, flip test, box
+padding). Without export_info.json the model's input shape, the flip test and padding 1.25
+are used; without keypoints.json (an export of an older version) the flip pairs of
+export_info.json, and no skeleton.
 """
 import argparse
 import json
@@ -18,9 +21,11 @@ import cv2
 import numpy as np
 
 BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)  # keras 'caffe' preprocessing
-COCO_FLIP_PAIRS = [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], [15, 16]]
-COCO_SKELETON = [[15, 13], [13, 11], [16, 14], [14, 12], [11, 12], [5, 11], [6, 12], [5, 6],
-                 [5, 7], [6, 8], [7, 9], [8, 10], [1, 2], [0, 1], [0, 2], [1, 3], [2, 4]]
+
+
+def _read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def box_to_center_scale(boxes, aspect_ratio, padding=1.25):
@@ -69,23 +74,39 @@ def decode(heatmaps, centers, scales):
 class TFLitePose:
     """A .tflite pose model (batch 1, preprocessed crops -> heatmaps) and its crop settings."""
 
-    def __init__(self, model_path, num_threads=2, info=None):
+    def __init__(self, model_path, num_threads=2, info=None, keypoints=None):
+        """Args:
+          model_path: the .tflite file.
+          num_threads: interpreter threads.
+          info: the export_info dict (default: export_info.json beside the model).
+          keypoints: the keypoint-set dict (default: keypoints.json beside the model).
+
+        Raises:
+          ValueError: the flip test is on and neither keypoints.json nor export_info.json
+            says which keypoints are left/right pairs.
+        """
         from ai_edge_litert.interpreter import Interpreter
 
         self.interpreter = Interpreter(model_path=model_path, num_threads=num_threads)
         self.interpreter.allocate_tensors()
         (self.input,) = self.interpreter.get_input_details()
         (self.output,) = self.interpreter.get_output_details()
-        info_path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "export_info.json")
-        if info is None and os.path.exists(info_path):
-            with open(info_path) as f:
-                info = json.load(f)
-        info = info or {}
+        folder = os.path.dirname(os.path.abspath(model_path))
+        if info is None and os.path.exists(os.path.join(folder, "export_info.json")):
+            info = _read_json(os.path.join(folder, "export_info.json"))
+        if keypoints is None and os.path.exists(os.path.join(folder, "keypoints.json")):
+            keypoints = _read_json(os.path.join(folder, "keypoints.json"))
+        info, keypoints = info or {}, keypoints or {}
         self.input_size = tuple(info.get("input_size", self.input["shape"][1:3]))
-        num_joints = int(self.output["shape"][-1])
-        self.flip_pairs = info.get("flip_pairs", COCO_FLIP_PAIRS if num_joints == 17 else [])
         self.flip_test = bool(info.get("flip_test", True))
         self.box_padding = float(info.get("box_padding", 1.25))
+        self.flip_pairs = keypoints.get("flip_pairs", info.get("flip_pairs"))
+        self.skeleton = keypoints.get("skeleton", [])
+        self.names = keypoints.get("names")
+        if self.flip_pairs is None and self.flip_test:
+            raise ValueError(f"{model_path}: no keypoints.json (or flip_pairs in "
+                             f"export_info.json) beside the model says which keypoints are "
+                             f"left/right pairs; the flip test needs them")
 
     def heatmaps(self, crop):
         """One preprocessed (H, W, 3) float32 crop -> (h, w, K) float32 heatmaps."""
@@ -143,10 +164,16 @@ def _limits(dtype):
     return info.min, info.max
 
 
-def draw(image_bgr, keypoints, scores, threshold=0.2, skeleton=COCO_SKELETON):
-    """Draw joints (score > threshold) and limbs on a BGR image, in place."""
+def draw(image_bgr, keypoints, scores, skeleton=(), threshold=0.2):
+    """Draw joints (score > threshold) and the ``skeleton``'s limbs on a BGR image, in place.
+
+    Args:
+      image_bgr: (H, W, 3) uint8 BGR image.
+      keypoints: (M, K, 2) points (x, y) in pixels; scores: (M, K).
+      skeleton: 0-based (a, b) limb pairs (the ``skeleton`` of keypoints.json).
+    """
     for person, person_scores in zip(keypoints, scores):
-        for a, b in skeleton if len(person) == 17 else []:
+        for a, b in skeleton:
             if person_scores[a] > threshold and person_scores[b] > threshold:
                 cv2.line(image_bgr, tuple(int(v) for v in person[a]),
                          tuple(int(v) for v in person[b]), (255, 128, 0), 2)
@@ -184,7 +211,7 @@ def main(argv=None):
     else:
         print(json.dumps(result))
     if args.output:
-        cv2.imwrite(args.output, draw(image_bgr, keypoints, scores))
+        cv2.imwrite(args.output, draw(image_bgr, keypoints, scores, model.skeleton))
 
 
 if __name__ == "__main__":

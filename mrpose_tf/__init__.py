@@ -13,12 +13,12 @@ _PUBLIC = {
     "preprocess": "mrpose_tf.preprocessing",
     "box_to_center_scale": "mrpose_tf.geometry",
     "get_affine_transform": "mrpose_tf.geometry",
-    "decode_heatmaps": "mrpose_tf.inference",
-    "Predictor": "mrpose_tf.inference",
+    "decode_heatmaps": "mrpose_tf.codec",
+    "Predictor": "mrpose_tf.predictor",
     "oks_nms": "mrpose_tf.evaluation",
     "evaluate_coco": "mrpose_tf.evaluation",
     "evaluate_mpii": "mrpose_tf.evaluation",
-    "heatmap_targets": "mrpose_tf.data.targets",
+    "heatmap_targets": "mrpose_tf.codec",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -77,9 +77,18 @@ def base_config():
     c.train.max_minutes = -1.0           # -1: no time budget
     c.train.precision = "auto"           # used when --mixed_precision=auto; 'auto' picks by hardware
     c.train.sync_batch_norm = True       # several replicas: BatchNorm over the global batch
-    c.train.fused_batch_norm = True      # TF's fused BatchNorm kernel (same maths, faster step)
-    c.train.fused_adam = True            # TF's fused Adam kernel (same maths, faster step)
-    c.train.best_metric = ""             # '' -> 'AP' (or PCKh 'Mean') with evaluation, else 'PCK'
+    # The authors' statistics (PyTorch): BatchNorm's moving variance from the unbiased batch
+    # variance; Adam's epsilon (torch's 1e-8) after the bias correction ('keras': before).
+    c.train.unbiased_running_variance = True
+    c.train.adam_epsilon = 1e-8
+    c.train.adam_epsilon_form = "torch"
+    # Kernels of the same maths, faster: TF's fused BatchNorm (CPUs) and Adam (every device);
+    # transposed convs as one matmul where the CPU rule says ('auto'), always ('matmul') or
+    # never ('native'); see mrpose_tf/training/layers.py.
+    c.train.fused_batch_norm = True
+    c.train.fused_adam = True
+    c.train.transposed_conv = "auto"
+    c.train.best_metric = "AP"           # the validation metric that picks best/ (MPII: 'Mean')
 
     c.test = ml_collections.ConfigDict()
     c.test.batch_size = 32
@@ -94,6 +103,7 @@ def base_config():
     c.export = ml_collections.ConfigDict()
     c.export.formats = "saved_model,tflite_fp32,tflite_fp16,tflite_int8"
     c.export.representative_samples = 100
+    c.export.calibration = "validation"  # int8 calibration crops: 'validation' | 'synthetic'
     return c
 
 
@@ -139,6 +149,7 @@ def paper_config(dataset, arch, backbone, input_size):
         c.dataset.mpii_gt_file = "annot/gt_valid.mat"
         c.test.use_gt_boxes = True       # MPII is tested on its provided person boxes
         c.test.detections = ""
+        c.train.best_metric = "Mean"     # PCKh@0.5
     c.model.arch = arch
     c.model.backbone = backbone
     c.model.num_joints = recipe["num_joints"]

@@ -39,6 +39,22 @@ def box_to_center_scale(box_xywh, aspect_ratio, padding=1.25):
     return center, scale * np.float32(padding)
 
 
+def person_area(scale):
+    """A person's area in px^2 from its box scale: ``scale_x * scale_y * 200^2``.
+
+    The area the reference gives a person without a ground-truth ``area`` (detections, MPII)
+    and uses for OKS-NMS and the OKS between predictions.
+
+    Args:
+      scale: (..., 2) box scales in units of 200 px.
+
+    Returns:
+      (...) float64 areas in px^2.
+    """
+    scale = np.asarray(scale, np.float64)
+    return scale[..., 0] * scale[..., 1] * PIXEL_STD ** 2
+
+
 def _rotate(point, rot_rad):
     sn, cs = np.sin(rot_rad), np.cos(rot_rad)
     return np.array([point[0] * cs - point[1] * sn, point[0] * sn + point[1] * cs])
@@ -100,11 +116,6 @@ def affine_points(points, matrix):
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
-def transform_preds(coords, center, scale, output_size):
-    """Map points from a crop (or heatmap) of ``output_size`` back to the image."""
-    return affine_points(coords, get_affine_transform(center, scale, 0.0, output_size, inv=True))
-
-
 def flip_joints(joints, visibility, image_width, flip_pairs):
     """Mirror joints horizontally in an image of ``image_width`` px and swap left/right.
 
@@ -135,15 +146,24 @@ def flip_permutation(num_joints, flip_pairs):
     return order
 
 
-def flip_back(heatmaps, flip_pairs):
-    """Mirror NHWC heatmaps of a flipped crop back and swap left/right channels."""
-    heatmaps = np.asarray(heatmaps)
-    return heatmaps[:, :, ::-1, :][..., flip_permutation(heatmaps.shape[-1], flip_pairs)]
-
-
 # --- TensorFlow versions, for use inside tf.data and exported graphs. -----------------------
 # TensorFlow is imported inside the functions so that the numpy geometry above stays usable
 # without it.
+
+
+def box_to_center_scale_tf(boxes, aspect_ratio, padding=1.25):
+    """TensorFlow :func:`box_to_center_scale` for (M, 4) boxes (x, y, w, h) in pixels.
+
+    Returns:
+      centers (M, 2) and scales (M, 2) float32, scales in units of 200 px.
+    """
+    import tensorflow as tf
+
+    x, y, w, h = tf.unstack(tf.cast(boxes, tf.float32), num=4, axis=-1)
+    centers = tf.stack([x + w * 0.5, y + h * 0.5], axis=-1)
+    new_w = tf.where(w < aspect_ratio * h, h * aspect_ratio, w)
+    new_h = tf.where(w > aspect_ratio * h, w / aspect_ratio, h)
+    return centers, tf.stack([new_w, new_h], axis=-1) / PIXEL_STD * padding
 
 
 def affine_transform_tf(center, scale, rot, output_size, inv=False):

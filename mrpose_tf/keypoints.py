@@ -3,13 +3,19 @@
 One ``KeypointSpec`` describes a dataset's keypoints for every stage (targets, flip
 augmentation, flip test, OKS, drawing). COCO and MPII are built in; any COCO-format
 dataset gets one from its category entry (:meth:`KeypointSpec.from_coco_category`).
+Every run directory and every export holds the set it was made with as ``keypoints.json``
+(:func:`save_keypoint_set`, :func:`load_keypoint_set`; MMPose keeps its dataset metainfo
+with the checkpoint the same way), so inference never guesses it.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 
 import numpy as np
+
+from mrpose_tf.files import atomic_write_json, load_json
 
 COCO_KEYPOINTS = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear",
@@ -105,6 +111,59 @@ class KeypointSpec:
             sigmas = COCO_SIGMAS if names == COCO_KEYPOINTS else (0.05,) * len(names)
         pairs = tuple(map(tuple, flip_pairs)) if flip_pairs is not None else derive_flip_pairs(names)
         return cls(category.get("name", "custom"), names, pairs, skeleton, tuple(sigmas))
+
+
+    @classmethod
+    def unnamed(cls, num_joints, flip_pairs=(), name="unnamed"):
+        """K joints named ``joint_0 .. joint_{K-1}`` (random-data runs, configs without a set)."""
+        return cls(name, tuple(f"joint_{j}" for j in range(int(num_joints))),
+                   tuple(tuple(int(i) for i in p) for p in flip_pairs or ()))
+
+    def to_dict(self):
+        """A JSON-ready dict (lists for tuples), read back by :meth:`from_dict`."""
+        return {"name": self.name, "names": list(self.names),
+                "flip_pairs": [list(p) for p in self.flip_pairs],
+                "skeleton": [list(p) for p in self.skeleton],
+                "sigmas": None if self.sigmas is None else [float(s) for s in self.sigmas]}
+
+    @classmethod
+    def from_dict(cls, value, source="keypoint set"):
+        """The set of a :meth:`to_dict` dict; ValueError naming ``source`` and the field."""
+        try:
+            sigmas = value.get("sigmas")
+            return cls(str(value["name"]), tuple(value["names"]),
+                       tuple(tuple(int(i) for i in p) for p in value["flip_pairs"]),
+                       tuple(tuple(int(i) for i in p) for p in value.get("skeleton") or ()),
+                       None if sigmas is None else tuple(float(s) for s in sigmas))
+        except KeyError as error:
+            raise ValueError(f"{source}: no field {error.args[0]!r}") from None
+        except (TypeError, AttributeError) as error:
+            raise ValueError(f"{source}: malformed keypoint set ({error})") from None
+
+
+KEYPOINTS_FILE = "keypoints.json"
+
+
+def save_keypoint_set(spec, directory):
+    """Write ``spec`` as ``directory/keypoints.json`` (atomically: temporary file + rename).
+
+    Returns:
+      The path written.
+    """
+    path = os.path.join(directory, KEYPOINTS_FILE)
+    atomic_write_json(path, spec.to_dict())
+    return path
+
+
+def load_keypoint_set(directory):
+    """The set in ``directory/keypoints.json``, or None when the file is absent.
+
+    Raises ValueError naming the file when it is not a valid keypoint set.
+    """
+    path = os.path.join(directory, KEYPOINTS_FILE)
+    if not os.path.isfile(path):
+        return None
+    return KeypointSpec.from_dict(load_json(path, "keypoint set"), path)
 
 
 COCO = KeypointSpec("coco", COCO_KEYPOINTS, derive_flip_pairs(COCO_KEYPOINTS), COCO_SKELETON,

@@ -48,6 +48,39 @@ def draw_skeleton(image, keypoints, scores, keypoint_spec, score_threshold=0.2, 
     return canvas
 
 
+def draw_people(path, keypoints, records, keypoint_spec, num_images, columns=3):
+    """Skeletons of every person on the first ``num_images`` images, tiled into one PNG.
+
+    Args:
+      path: the PNG file to write.
+      keypoints: (N, K, 3) keypoints (x, y, score) of ``records``, image pixels.
+      records: the person records (their ``image_path`` says where each person is).
+      keypoint_spec: the :class:`mrpose_tf.keypoints.KeypointSpec` (skeleton).
+      num_images: how many images (tiled ``columns`` wide, padded to the largest).
+
+    Returns:
+      The (H, W, 3) uint8 RGB picture written. Raises FileNotFoundError naming an image
+      that cannot be read.
+    """
+    people = {}
+    for record, points in zip(records, keypoints):
+        people.setdefault(record.image_path, []).append(points)
+    drawn = []
+    for image_path in list(people)[:max(1, int(num_images))]:
+        image = cv2.imread(image_path, cv2.IMREAD_COLOR)
+        if image is None:
+            raise FileNotFoundError(f"cannot read image {image_path}")
+        points = np.stack(people[image_path])
+        drawn.append(draw_skeleton(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), points[..., :2],
+                                   points[..., 2], keypoint_spec))
+    shape = max(im.shape[0] for im in drawn), max(im.shape[1] for im in drawn)
+    drawn = [cv2.copyMakeBorder(im, 0, shape[0] - im.shape[0], 0, shape[1] - im.shape[1],
+                                cv2.BORDER_CONSTANT, value=(255, 255, 255)) for im in drawn]
+    picture = tile(drawn, min(columns, len(drawn)))
+    cv2.imwrite(path, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    return picture
+
+
 def heatmap_overlay(image, heatmap, alpha=0.5):
     """Blend a heatmap (h, w) (or the max over (h, w, K)) in 'jet' colours over an image.
 
@@ -167,7 +200,7 @@ def draw_learning_curve(curve, size=(300, 900)):
 
     Args:
       curve: {'train': [{'step', 'loss', ...}], 'val': [{'step', 'AP', 'PCK', ...}]}, as
-        :func:`mrpose_tf.training.finish.learning_curve` returns.
+        :func:`mrpose_tf.training.read_metrics` returns.
       size: (height, width) of each panel.
 
     Returns:

@@ -48,9 +48,7 @@ def _measure_tf(args, cores):
                    flip_prob=0.5)
     ds = build_dataset(records, keypoints=spec, input_size=INPUT_SIZE, heatmap_size=HEATMAP_SIZE,
                        sigma=2.0, train=True, batch_size=args.batch_size, augment=augment,
-                       repeat=True, num_parallel_calls=cores,
-                       max_decode_ratio=args.max_decode_ratio, cache_images=args.cache_images,
-                       opencv_warp=args.opencv_warp,
+                       repeat=True, num_parallel_calls=cores, opencv_warp=args.opencv_warp,
                        decode_once_per_image=args.decode_once_per_image)
     options = tf.data.Options()
     options.threading.private_threadpool_size = cores
@@ -134,7 +132,7 @@ def _run_isolated(args, kind, cores):
 
 
 _PIPELINE_FLAGS = ("annotations", "images", "batch_size", "batches", "warmup_batches",
-                   "max_decode_ratio", "cache_images", "opencv_warp", "decode_once_per_image")
+                   "opencv_warp", "decode_once_per_image")
 
 
 def cmd_pipeline(args):
@@ -154,8 +152,7 @@ def cmd_pipeline(args):
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"samples_per_s": results, "opencv_reference_samples_per_s": {"1": opencv},
-                       "max_decode_ratio": args.max_decode_ratio,
-                       "cache_images": args.cache_images, "opencv_warp": args.opencv_warp,
+                       "opencv_warp": args.opencv_warp,
                        "decode_once_per_image": args.decode_once_per_image},
                       f, indent=2)
 
@@ -169,9 +166,6 @@ def add_pipeline(subparsers):
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--batches", type=int, default=30)
     p.add_argument("--warmup_batches", type=int, default=5)
-    p.add_argument("--max_decode_ratio", type=int, default=1)
-    p.add_argument("--cache_images", type=lambda s: s.lower() in ("1", "true", "yes"),
-                   default=False)
     p.add_argument("--opencv_warp", type=lambda s: s.lower() in ("1", "true", "yes"),
                    default=True, help="crop with cv2.warpAffine (the training default)")
     p.add_argument("--decode_once_per_image", type=lambda s: s.lower() in ("1", "true", "yes"),
@@ -186,8 +180,8 @@ def add_pipeline(subparsers):
 
 TRAIN_ARCHS = ("simple_baseline", "mrfeanet2")
 AUTHORS_IMAGES_PER_S = {"simple_baseline": 4.3, "mrfeanet2": 2.2}  # PyTorch, batch 8, float32
-# mrpose_tf.models.blocks.TRANSPOSED_CONV_FORMS, spelt out: importing it (and keras) while the
-# flags are parsed would fix the Keras backend before the 'keras' subcommand chooses one.
+# mrpose_tf.training.layers.TRANSPOSED_CONV_CHOICES, spelt out: importing it (and keras) while
+# the flags are parsed would fix the Keras backend before the 'keras' subcommand chooses one.
 TRANSPOSED_CONV_CHOICES = ("auto", "matmul", "native")
 
 
@@ -205,8 +199,8 @@ def _measure_train_steps(arch, precision, args):
     import keras
 
     from mrpose_tf.config import paper_config
-    from mrpose_tf.models import transposed_conv_form
-    from mrpose_tf.training import Trainer, make_strategy, random_examples, tensor_dataset_fn
+    from mrpose_tf.training import Trainer, make_strategy
+    from mrpose_tf.training.inputs import random_examples, tensor_dataset_fn
 
     size, heatmap = _train_sizes(args)
     config = paper_config("coco", arch, "resnet50", INPUT_SIZE)
@@ -219,10 +213,10 @@ def _measure_train_steps(arch, precision, args):
     with tempfile.TemporaryDirectory() as workdir:
         for form, adam in itertools.product(args.transposed_conv, args.adam):
             config.train.fused_adam = adam == "fused"
-            with transposed_conv_form(form):  # read by the model the trainer builds
-                trainer = Trainer(config, os.path.join(workdir, f"{form}_{adam}"), strategy,
-                                  steps_per_epoch=1000, precision=precision,
-                                  jit_compile=args.jit, log=lambda line: None)
+            config.train.transposed_conv = form
+            trainer = Trainer(config, os.path.join(workdir, f"{form}_{adam}"), strategy,
+                              steps_per_epoch=1000, precision=precision,
+                              jit_compile=args.jit, log=lambda line: None)
             batches = iter(trainer.distribute(tensor_dataset_fn(data, args.batch_size,
                                                                 repeat=True)))
             for _ in range(args.warmup_steps):
@@ -385,8 +379,8 @@ def cmd_train(args):
                                 "train_macs_per_image": step_macs,
                                 "torch_images_per_s": torch_rate, "last_loss": loss})
     print("ceiling = GEMM ceiling / (3 x forward multiply-accumulates per image); transposed "
-          "conv: auto = as build_model (blocks.uses_matmul_form); adam: fused = TF's kernel "
-          "(the trainer's default), keras = keras.optimizers.Adam's ops")
+          "conv: auto = the trainer's CPU rule (training.layers.uses_matmul_form); adam: fused = "
+          "TF's kernel (the trainer's default), keras = the same Adam in Keras ops")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"batch_size": args.batch_size, "input_size": size,
@@ -407,12 +401,14 @@ def add_train(subparsers):
                    metavar=("HEIGHT", "WIDTH"), help="e.g. 96 64 (configs/synthetic_long.py)")
     p.add_argument("--transposed_conv", nargs="+", default=["auto"],
                    choices=TRANSPOSED_CONV_CHOICES,
-                   help="auto: as build_model (blocks.uses_matmul_form); matmul: every transposed "
-                        "conv as MatmulConv2DTranspose; native: keras Conv2DTranspose everywhere. "
+                   help="config.train.transposed_conv: auto: the trainer's CPU rule "
+                        "(training.layers.uses_matmul_form); matmul: every transposed conv as "
+                        "MatmulConv2DTranspose; native: keras Conv2DTranspose everywhere. "
                         "Several: one row each, timed in interleaved windows")
     p.add_argument("--adam", nargs="+", default=["fused"], choices=["fused", "keras"],
-                   help="fused: the trainer's Adam (TF's fused kernel, config.train.fused_adam); "
-                        "keras: keras.optimizers.Adam's update. Several: as --transposed_conv")
+                   help="fused: the trainer's Adam through TF's fused kernel "
+                        "(config.train.fused_adam); keras: the same update in Keras ops. "
+                        "Several: as --transposed_conv")
     p.add_argument("--json", default="", help="write the results here")
     p.set_defaults(func=cmd_train)
 
@@ -432,11 +428,11 @@ def cmd_deconv(args):
 
     from mrpose_tf.export.subpixel import SubPixelDeconv, subpixel_kernels
     from mrpose_tf.models import dtype_policy
-    from mrpose_tf.models.blocks import MatmulConv2DTranspose, uses_matmul_form
+    from mrpose_tf.training.layers import MatmulConv2DTranspose, uses_matmul_form
 
     print(f"4x4 stride-2 transposed conv, {args.precision}, forward + backward (input and "
-          f"kernel gradients), median of {args.runs}; 'auto': the form build_model picks "
-          f"(blocks.uses_matmul_form)")
+          f"kernel gradients), median of {args.runs}; 'auto': the form the CPU trainer picks "
+          f"(training.layers.uses_matmul_form)")
     print(f"{'input HxW, C_in -> C_out @ batch':<34}{'Conv2DTranspose':>16}{'matmul':>10}"
           f"{'sub-pixel':>11}{'auto':>9}")
     results = []
@@ -494,11 +490,11 @@ def cmd_adam(args):
     import tensorflow as tf
 
     from mrpose_tf.models import build_model
-    from mrpose_tf.training.fused_adam import FusedAdam
+    from mrpose_tf.training.optimizer import Adam
 
     print(f"Adam update of every trainable variable (random gradients), median of {args.runs} "
           f"after 2 warm-up runs, graph mode")
-    print(f"{'arch':<18}{'parameters':>12}{'keras Adam':>13}{'fused':>10}")
+    print(f"{'arch':<18}{'parameters':>12}{'Keras ops':>13}{'fused':>10}")
     results = []
     for arch in args.archs:
         # float32 variables, as the trainer's under every precision policy
@@ -506,8 +502,8 @@ def cmd_adam(args):
         gradients = [tf.random.stateless_normal(v.shape, seed=(i, 0), dtype=v.dtype) * 1e-3
                      for i, v in enumerate(variables)]
         times = []
-        for adam in (keras.optimizers.Adam, FusedAdam):
-            optimizer = adam(1e-3)
+        for fused in (False, True):
+            optimizer = Adam(1e-3, fused=fused)
             optimizer.build(variables)
             update = tf.function(lambda optimizer=optimizer: optimizer.apply_gradients(
                 zip(gradients, variables)))
@@ -525,8 +521,8 @@ def cmd_adam(args):
 
 
 def add_adam(subparsers):
-    p = subparsers.add_parser("adam", help="one Adam update: Keras' ops vs the trainer's fused "
-                              "kernel (config.train.fused_adam)")
+    p = subparsers.add_parser("adam", help="one Adam update: in Keras ops vs the trainer's "
+                              "fused kernel (config.train.fused_adam)")
     p.add_argument("--archs", nargs="+", default=list(TRAIN_ARCHS), choices=TRAIN_ARCHS)
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--json", default="", help="write the results here")
@@ -890,8 +886,6 @@ def cmd_keras(args):
         raise SystemExit(f"keras is already imported with another backend than {args.backend}")
     import keras
 
-    from mrpose_tf.models import transposed_conv_form
-
     try:
         import torch  # noqa: F401
         import torchvision  # noqa: F401
@@ -901,15 +895,13 @@ def cmd_keras(args):
     devices = _backend_devices(args.backend)
     print(f"Keras {keras.__version__} on {args.backend} ({devices}); {INPUT_SIZE[0]}x"
           f"{INPUT_SIZE[1]}, batch {args.batch_size}, ResNet-50; images/s = median of "
-          f"{args.windows} windows of {args.steps} steps; transposed convs: "
-          f"{args.transposed_conv}")
+          f"{args.windows} windows of {args.steps} steps")
     print(f"{'arch':<18}{'precision':<16}{'train img/s':>12}{'infer img/s':>12}"
           f"{'torch train':>13}{'torch infer':>13}")
     results = []
     for arch in args.archs:
         for precision in args.precisions:
-            with transposed_conv_form(args.transposed_conv):
-                train, infer = _keras_rates(arch, precision, args)
+            train, infer = _keras_rates(arch, precision, args)
             torch_train, torch_infer = (_torch_rates(arch, precision, args) if have_torch
                                         else (None, None))
             text = (f"{torch_train:>13.1f}{torch_infer:>13.1f}" if have_torch
@@ -923,7 +915,6 @@ def cmd_keras(args):
                     json.dump({"backend": args.backend, "devices": devices,
                                "keras_version": keras.__version__,
                                "batch_size": args.batch_size, "input_size": INPUT_SIZE,
-                               "transposed_conv": args.transposed_conv,
                                "results": results}, f, indent=2)
 
 
@@ -949,9 +940,6 @@ def add_keras(subparsers):
     p.add_argument("--steps", type=int, default=10, help="steps per timed window")
     p.add_argument("--windows", type=int, default=5, help="timed windows; the median is kept")
     p.add_argument("--warmup_steps", type=int, default=5)
-    p.add_argument("--transposed_conv", default="native", choices=TRANSPOSED_CONV_CHOICES,
-                   help="as for 'train'; native by default: the auto rule was measured with "
-                        "TensorFlow on a CPU, and the trainer builds native ones on GPUs")
     p.add_argument("--json", default="", help="write the results here (after every row)")
     p.set_defaults(func=cmd_keras)
 

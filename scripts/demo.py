@@ -44,20 +44,6 @@ FLAGS = flags.FLAGS
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-def keypoint_spec(config):
-    """The config's keypoint set (COCO, MPII, or the val annotation file's category)."""
-    from mrpose_tf import keypoints
-
-    name = config.dataset.name
-    if name in ("coco", "mpii"):
-        return keypoints.COCO if name == "coco" else keypoints.MPII
-    from mrpose_tf.data.coco import keypoint_spec_from_coco, load_json
-
-    path = os.path.join(config.dataset.root, config.dataset.val_annotations)
-    return keypoint_spec_from_coco(load_json(path), path, flip_pairs=config.dataset.get(
-        "flip_pairs"), sigmas=config.dataset.get("oks_sigmas"))
-
-
 def load_boxes(path, score_threshold):
     """{image key: [(x, y, w, h), ...]} from a COCO detection-results file."""
     with open(path, encoding="utf-8") as f:
@@ -195,23 +181,20 @@ def main(argv):
         raise app.UsageError("give exactly one of --image, --images_dir, --video")
     if bool(FLAGS.checkpoint) == bool(FLAGS.saved_model):
         raise app.UsageError("give exactly one of --checkpoint and --saved_model")
-    from mrpose_tf.inference import Predictor, load_model_from_checkpoint
+    from mrpose_tf.predictor import Predictor
 
     if FLAGS.checkpoint:
-        model, config = load_model_from_checkpoint(FLAGS.checkpoint, FLAGS.config)
+        predictor = Predictor.from_checkpoint(FLAGS.checkpoint, FLAGS.config,
+                                              flip_test=FLAGS.flip_test)
     elif FLAGS.config is None:
-        raise app.UsageError("--saved_model needs --config (keypoint set and input size)")
+        raise app.UsageError("--saved_model needs --config (the input size and box padding)")
     else:
         config = FLAGS.config
-    spec = keypoint_spec(config)
-    if FLAGS.checkpoint:
-        predictor = Predictor(model, tuple(config.model.input_size), spec.flip_pairs,
-                              flip_test=FLAGS.flip_test,
-                              box_padding=float(config.augment.box_padding))
-    else:
-        predictor = Predictor.from_saved_model(FLAGS.saved_model, spec.flip_pairs,
-                                               tuple(config.model.input_size),
-                                               flip_test=FLAGS.flip_test)
+        predictor = Predictor.from_saved_model(FLAGS.saved_model,
+                                               input_size=tuple(config.model.input_size),
+                                               flip_test=FLAGS.flip_test,
+                                               box_padding=float(config.augment.box_padding))
+    spec = predictor.keypoints
     detector = FLAGS.detector
     if detector == "auto":
         detector = "hog" if has_hog() else "whole"

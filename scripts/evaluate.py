@@ -43,8 +43,12 @@ FLAGS = flags.FLAGS
 
 
 def load_model_and_config(config, checkpoint, saved_model, strategy):
-    """(model, config) from the flags; the model is built in ``strategy``'s scope."""
-    from mrpose_tf.inference import load_model_from_checkpoint, load_saved_model_heatmaps
+    """(model, config, keypoint set) from the flags; the model is built in ``strategy``'s scope.
+
+    The keypoint set is the one saved with the run or the export.
+    """
+    from mrpose_tf.checkpoints import load_model_from_checkpoint, run_keypoint_set
+    from mrpose_tf.predictor import load_saved_model_heatmaps, saved_model_keypoint_set
 
     if bool(checkpoint) == bool(saved_model):
         raise app.UsageError("give exactly one of --checkpoint and --saved_model")
@@ -52,9 +56,10 @@ def load_model_and_config(config, checkpoint, saved_model, strategy):
         if config is None:
             raise app.UsageError("--saved_model needs --config (dataset and test settings)")
         model, _ = load_saved_model_heatmaps(saved_model)
-        return model, config
+        return model, config, saved_model_keypoint_set(saved_model)
     with strategy.scope():
-        return load_model_from_checkpoint(checkpoint, config)
+        model, config = load_model_from_checkpoint(checkpoint, config)
+    return model, config, run_keypoint_set(checkpoint, config)
 
 
 def default_output_dir(checkpoint, saved_model):
@@ -72,7 +77,8 @@ def evaluate_from_flags():
 
     config = FLAGS.config
     strategy = make_strategy(FLAGS.strategy)
-    model, config = load_model_and_config(config, FLAGS.checkpoint, FLAGS.saved_model, strategy)
+    model, config, keypoints = load_model_and_config(config, FLAGS.checkpoint, FLAGS.saved_model,
+                                                     strategy)
     config = config.copy_and_resolve_references()
     with config.unlocked():
         if FLAGS.use_gt_boxes is not None:
@@ -88,7 +94,11 @@ def evaluate_from_flags():
     flip = config.test.flip_test if FLAGS.flip_test is None else FLAGS.flip_test
     print(f"evaluating {config.model.arch}/{config.model.backbone} on {config.dataset.name} "
           f"({boxes}, flip test {'on' if flip else 'off'})")
-    records, keypoints = read_split(config, "val")
+    records, dataset_keypoints = read_split(config, "val")
+    if dataset_keypoints.num_joints != keypoints.num_joints:
+        raise app.UsageError(f"the model has {keypoints.num_joints} keypoints "
+                             f"({keypoints.name}) but the validation annotations of "
+                             f"{config.dataset.root} have {dataset_keypoints.num_joints}")
     metrics = evaluate_model(model, config, records, keypoints, flip_test=flip,
                              output_dir=output_dir, progress=True)
     print(format_metrics_table(metrics, f"{config.model.arch}_{config.model.backbone}"))

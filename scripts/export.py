@@ -8,7 +8,9 @@ Examples:
 
 Without --checkpoint the model has random weights (for trying the pipeline and timing it).
 int8 is calibrated on crops of --representative_data (a .npy of preprocessed crops) or, by
-default, on people of the config's validation set (synthetic people if it is absent).
+default, on people of the config's validation set (--config.export.calibration=synthetic:
+rendered figures instead). The keypoint set is the run's (keypoints.json), written beside the
+exported files.
 """
 import json
 import os
@@ -36,18 +38,20 @@ FLAGS = flags.FLAGS
 
 
 def load_model(config, checkpoint):
-    """(model, config) from a checkpoint, or the config's model with random weights."""
-    from mrpose_tf.inference import load_model_from_checkpoint
+    """(model, config, keypoint set) from a checkpoint, or the config's with random weights."""
+    from mrpose_tf.checkpoints import (keypoint_set_from_config, load_model_from_checkpoint,
+                                       run_keypoint_set)
     from mrpose_tf.models import build_model
 
     if checkpoint:
-        return load_model_from_checkpoint(checkpoint, config)
+        model, config = load_model_from_checkpoint(checkpoint, config)
+        return model, config, run_keypoint_set(checkpoint, config)
     if config is None:
         raise app.UsageError("give --checkpoint and/or --config")
     logging.warning("no --checkpoint: exporting %s with random weights", config.model.arch)
     model = build_model(config.model.arch, config.model.backbone, int(config.model.num_joints),
                         tuple(config.model.input_size), backbone_weights=None)
-    return model, config
+    return model, config, keypoint_set_from_config(config)
 
 
 def main(argv):
@@ -57,16 +61,17 @@ def main(argv):
 
     from mrpose_tf.export import compare_int8_fp32, export_model
 
-    model, config = load_model(FLAGS.config, FLAGS.checkpoint)
+    model, config, keypoints = load_model(FLAGS.config, FLAGS.checkpoint)
     crops = np.load(FLAGS.representative_data) if FLAGS.representative_data else None
-    paths = export_model(model, config, FLAGS.output_dir, FLAGS.formats, crops,
+    paths = export_model(model, config, keypoints, FLAGS.output_dir, FLAGS.formats, crops,
                          winograd=FLAGS.winograd)
     for name, path in paths.items():
         print(f"{name:<12} {path}")
     if FLAGS.compare_int8:
         if not {"tflite_fp32", "tflite_int8"} <= set(paths):
             raise app.UsageError("--compare_int8 needs tflite_fp32 and tflite_int8 in --formats")
-        report = compare_int8_fp32(paths["tflite_fp32"], paths["tflite_int8"], config)
+        report = compare_int8_fp32(paths["tflite_fp32"], paths["tflite_int8"], config,
+                                   keypoints)
         print(json.dumps(report, indent=1))
 
 

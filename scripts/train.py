@@ -39,8 +39,9 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # TF's per-save INFO lines
     from mrpose_tf.training import (Trainer, TrainingDiverged, make_strategy, resolve_jit,
                                     resolve_precision)
-    from mrpose_tf.training.finish import finish_run, prepare_dataset
+    from mrpose_tf.data.synthetic import prepare_from_config
     from mrpose_tf.training.inputs import training_data_from_config
+    from mrpose_tf.training.report import finish_run
 
     run_started = time.time()
     config = FLAGS.config
@@ -49,7 +50,7 @@ def main(argv):
         config.train.precision if FLAGS.mixed_precision == "auto" else FLAGS.mixed_precision,
         strategy)
     jit = resolve_jit(FLAGS.jit_compile, strategy)
-    prepare_dataset(config)  # renders the synthetic set when the config asks and it is absent
+    prepare_from_config(config)  # renders the synthetic set when the config asks and it is absent
     data = training_data_from_config(config)
     print(f"{config.model.arch}/{config.model.backbone} on {config.dataset.name}: "
           f"{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__}), {precision}, "
@@ -73,7 +74,7 @@ def main(argv):
           f"{result['images_per_second']:.1f} img/s, last loss {result['last_loss']:.6f}",
           flush=True)
     if config.get("finish"):  # evaluate, export and draw (the quickstart's outputs)
-        finish_run(trainer.model, config, FLAGS.workdir, result, data.val_records, data.keypoints,
+        finish_run(trainer.model, config, data.keypoints, FLAGS.workdir, result, data.val_records,
                    run_started=run_started, log=lambda line: print(line, flush=True))
 
 

@@ -16,6 +16,16 @@ from tests.conftest import SHARED_DATA
 INPUT_SIZE = (64, 64)
 
 
+def custom_keypoints():
+    """17 keypoints whose left/right pairs and skeleton differ from COCO's, with COCO's
+    sigmas: an export must carry this set to every stage, never COCO's by joint count."""
+    from mrpose_tf.keypoints import COCO_SIGMAS, KeypointSpec
+
+    return KeypointSpec("custom17", tuple(f"point_{i}" for i in range(17)),
+                        ((0, 3), (1, 5), (2, 8), (4, 7), (9, 16), (10, 13)),
+                        ((0, 1), (1, 2), (3, 4), (11, 12)), COCO_SIGMAS)
+
+
 def small_config():
     """COCO keypoints (K=17, flip test on) at a tiny 64x64 input."""
     from mrpose_tf.config import base_config
@@ -79,7 +89,8 @@ _EXPORTED = []
 
 
 def exported_small_model(after_saved_model=None):
-    """(model, config, paths): SimpleBaseline-R50 64x64 K=17: SavedModel, TFLite fp32 and int8.
+    """(model, config, paths): SimpleBaseline-R50 64x64 K=17: SavedModel, TFLite fp32 and int8,
+    exported with :func:`custom_keypoints`.
 
     Built once per test session (cached). The head's final conv gets larger random weights so
     that the heatmaps have clear, content-dependent peaks (the default std 0.001 gives nearly
@@ -106,11 +117,11 @@ def exported_small_model(after_saved_model=None):
         calibration = rng.normal(0, 60, (8,) + INPUT_SIZE + (3,)).astype(np.float32)
     output_dir = tempfile.mkdtemp(prefix="mrpose_export_test_")
     atexit.register(shutil.rmtree, output_dir, True)
-    paths = export_model(model, config, output_dir, ("saved_model",))
+    paths = export_model(model, config, custom_keypoints(), output_dir, ("saved_model",))
     if after_saved_model is not None:
         after_saved_model(model, paths)
-    paths.update(export_model(model, config, output_dir, ("tflite_fp32", "tflite_int8"),
-                              representative_crops=calibration))
+    paths.update(export_model(model, config, custom_keypoints(), output_dir,
+                              ("tflite_fp32", "tflite_int8"), representative_crops=calibration))
     _EXPORTED.append((model, config, paths))
     return _EXPORTED[0]
 

@@ -15,9 +15,12 @@ from mrpose_tf.config import paper_config
 from mrpose_tf.data.pipeline import read_split
 from mrpose_tf.evaluation import evaluate_model
 from mrpose_tf.geometry import affine_points, get_affine_transform
-from mrpose_tf.inference import load_model_from_checkpoint
+from mrpose_tf.checkpoints import load_model_from_checkpoint
 from mrpose_tf.models import build_model
 from tests.conftest import REPO_ROOT, shared_data_path
+
+# Its module fixtures are built once: keep these tests on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("evaluate_script")
 
 INPUT_SIZE = (64, 64)
 HEATMAP_SIZE = (16, 16)
@@ -218,7 +221,7 @@ def test_predictor_from_checkpoint_matches_the_model(run_dir, coco_root):
     import cv2
 
     from mrpose_tf import box_to_center_scale, decode_heatmaps, keypoints, preprocess
-    from mrpose_tf.inference import Predictor, crop_person, predict_heatmaps
+    from mrpose_tf.predictor import Predictor, crop_person, predict_heatmaps
 
     run, model = run_dir
     predictor = Predictor.from_checkpoint(str(run))

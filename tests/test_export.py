@@ -13,11 +13,14 @@ from mrpose_tf.export import inference_model, subpixel, subpixel_kernels, winogr
 from mrpose_tf.export.subpixel import SubPixelDeconv, WinogradDeconv
 from mrpose_tf.export.tflite import convert_all, delegation, litert_interpreter, run_tflite
 from mrpose_tf.models.complexity import count_flops
-from mrpose_tf.inference import Predictor
+from mrpose_tf.predictor import Predictor
 from mrpose_tf.models import ARCHITECTURES
 from tests.conftest import REPO_ROOT
 from tests.export_fixtures import (INPUT_SIZE, BackgroundRun, coco_sample_people,
-                                   exported_small_model, peaked_probe_model)
+                                   custom_keypoints, exported_small_model, peaked_probe_model)
+
+# The exported model is built once per process: keep these tests on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("export")
 
 
 # Subprocesses started early so that they overlap with the fixture's TFLite conversions.
@@ -30,7 +33,8 @@ def _start_export_script(output_dir):
     return BackgroundRun([
         sys.executable, os.path.join(REPO_ROOT, "scripts", "export.py"), f"--config={config}",
         "--config.model.input_size=(64,64)", "--config.model.num_joints=3",
-        "--config.dataset.flip_pairs=((0,1),)", f"--output_dir={output_dir}",
+        "--config.dataset.name=random", "--config.dataset.flip_pairs=((0,1),)",
+        f"--output_dir={output_dir}",
         "--formats=tflite_fp32"])
 
 
@@ -77,7 +81,8 @@ def probe(exported, tmp_path_factory):
     from mrpose_tf.export import export_saved_model
 
     model = peaked_probe_model(17, mrpose_tf.keypoints.COCO.flip_pairs)
-    path = export_saved_model(model, exported[1], str(tmp_path_factory.mktemp("probe")))
+    path = export_saved_model(model, exported[1], mrpose_tf.keypoints.COCO,
+                              str(tmp_path_factory.mktemp("probe")))
     return model, tf.saved_model.load(path)
 
 
@@ -199,8 +204,8 @@ def test_saved_model_cli_shows_signatures_and_reloads_in_fresh_process(exported,
     assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
 
 
-def _signature_and_python_keypoints(loaded, model, flip_test=True):
-    predictor = Predictor(model, INPUT_SIZE, mrpose_tf.keypoints.COCO.flip_pairs,
+def _signature_and_python_keypoints(loaded, model, flip_test=True, keypoints=None):
+    predictor = Predictor(model, INPUT_SIZE, keypoints or mrpose_tf.keypoints.COCO,
                           flip_test=flip_test)
     for image, path, boxes in coco_sample_people():
         expected = predictor(image, boxes)
@@ -230,7 +235,7 @@ def test_keypoints_signature_of_a_random_network_mostly_agrees(exported, loaded,
     # by a fraction of a grey level, which can move a near-tie argmax; most joints agree.
     errors, score_errors = [], []
     for _, (expected, expected_scores), out, _ in _signature_and_python_keypoints(
-            loaded, exported[0]):
+            loaded, exported[0], keypoints=custom_keypoints()):
         errors.append(np.abs(out["keypoints"].numpy() - expected).max(axis=-1).ravel())
         score_errors.append(np.abs(out["scores"].numpy() - expected_scores).ravel()
                             / np.abs(expected_scores).max())
@@ -245,7 +250,8 @@ def test_keypoints_signature_without_flip_test_matches_too(exported, probe, tmp_
 
     no_flip = exported[1].copy_and_resolve_references()
     no_flip.test.flip_test = False
-    loaded = tf.saved_model.load(export_saved_model(probe[0], no_flip, str(tmp_path / "sm")))
+    loaded = tf.saved_model.load(export_saved_model(probe[0], no_flip, mrpose_tf.keypoints.COCO,
+                                                    str(tmp_path / "sm")))
     people = 0
     for boxes, (expected, _), out, _ in _signature_and_python_keypoints(loaded, probe[0],
                                                                          flip_test=False):
@@ -289,20 +295,45 @@ def test_compare_int8_fp32_is_one_for_identical_models(exported, coco_sample_dir
     from mrpose_tf.export import compare_int8_fp32
 
     _, config, paths = exported
-    same = compare_int8_fp32(paths["tflite_fp32"], paths["tflite_fp32"], config, max_people=4)
+    same = compare_int8_fp32(paths["tflite_fp32"], paths["tflite_fp32"], config,
+                             custom_keypoints(), max_people=4)
     assert same["people"] == 4 and same["mean_oks"] == pytest.approx(1.0)
     assert same["ap_fp32"] == same["ap_int8"]
     quantized = compare_int8_fp32(paths["tflite_fp32"], paths["tflite_int8"], config,
-                                  max_people=4)
+                                  custom_keypoints(), max_people=4)
     assert 0.0 <= quantized["mean_oks"] <= 1.0
 
 
-def test_export_info_records_what_the_deployment_kit_needs(exported):
+def test_export_writes_what_the_deployment_kit_needs_and_the_models_keypoint_set(exported):
+    from mrpose_tf.keypoints import load_keypoint_set
+    from mrpose_tf.predictor import saved_model_keypoint_set
+
     _, _, paths = exported
     with open(paths["export_info"]) as f:
         info = json.load(f)
     assert info["input_size"] == list(INPUT_SIZE) and info["num_joints"] == 17
-    assert info["flip_pairs"][0] == [1, 2] and info["box_padding"] == 1.25
+    assert info["box_padding"] == 1.25 and info["flip_test"]
+    spec = custom_keypoints()
+    assert load_keypoint_set(os.path.dirname(paths["keypoints"])) == spec
+    # The SavedModel carries its own copy, for a server that gets only that folder.
+    assert load_keypoint_set(os.path.join(paths["saved_model"], "assets.extra")) == spec
+    assert saved_model_keypoint_set(paths["saved_model"]) == spec
+    predictor = Predictor.from_saved_model(paths["saved_model"])
+    assert predictor.keypoints == spec and predictor.input_size == INPUT_SIZE
+
+
+def test_keypoints_signature_flip_test_uses_the_exported_keypoint_set(exported, loaded,
+                                                                     coco_sample_dir):
+    # The network's flip test swaps the custom set's channels, not COCO's: the signature
+    # agrees with the Predictor given the custom set, and not with one given COCO's pairs.
+    model = exported[0]
+    image, _, boxes = coco_sample_people()[3]
+    out = _keypoints(loaded, image, boxes)["scores"].numpy()
+    custom = Predictor(model, INPUT_SIZE, custom_keypoints())(image, boxes)[1]
+    coco = Predictor(model, INPUT_SIZE, mrpose_tf.keypoints.COCO)(image, boxes)[1]
+    scale = np.abs(custom).max()
+    assert np.abs(out - custom).max() <= 0.03 * scale
+    assert np.abs(out - coco).max() > 10 * np.abs(out - custom).max()
 
 
 # --- bad requests: a clear error or an empty result, never a crash ---------------------------
@@ -365,4 +396,5 @@ def test_export_script_writes_the_requested_formats(exported, tmp_path):
     run.stdout  # waits; raises with the script's stderr if it failed
     interpreter = litert_interpreter(os.path.join(output_dir, "model_fp32.tflite"))
     assert interpreter.get_output_details()[0]["shape"].tolist() == [1, 16, 16, 3]
-    assert sorted(os.listdir(output_dir)) == ["export_info.json", "model_fp32.tflite"]
+    assert sorted(os.listdir(output_dir)) == ["export_info.json", "keypoints.json",
+                                              "model_fp32.tflite"]

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 import mrpose_tf
-from mrpose_tf.data.targets import heatmap_targets
+from mrpose_tf.codec import heatmap_targets
 from mrpose_tf.geometry import affine_points, get_affine_transform
 
 

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 
 from mrpose_tf.geometry import box_to_center_scale, get_affine_transform
-from mrpose_tf.inference import decode_heatmaps
+from mrpose_tf.codec import decode_heatmaps
 from tests.conftest import REPO_ROOT
-from tests.export_fixtures import coco_sample_people, exported_small_model
+from tests.export_fixtures import coco_sample_people, custom_keypoints, exported_small_model
+
+# The exported model is built once per process: keep these tests on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("export")
 
 SCRIPT = os.path.join(REPO_ROOT, "export", "tflite_infer.py")
 
@@ -68,8 +71,8 @@ def test_numpy_decode_equals_decode_heatmaps():
 
 def test_tflite_infer_runs_without_tensorflow_and_matches_in_process(tmp_path, coco_sample_dir):
     from mrpose_tf.export.tflite import litert_interpreter, run_tflite
-    from mrpose_tf.inference import Predictor
     from mrpose_tf.keypoints import COCO
+    from mrpose_tf.predictor import Predictor
 
     _, config, paths = exported_small_model()
     image, image_path, boxes = coco_sample_people()[3]
@@ -82,13 +85,22 @@ def test_tflite_infer_runs_without_tensorflow_and_matches_in_process(tmp_path, c
     with open(out_json) as f:
         result = json.load(f)
     interpreter = litert_interpreter(paths["tflite_fp32"])
-    predictor = Predictor(lambda crops: run_tflite(interpreter, crops),
-                          tuple(config.model.input_size), COCO.flip_pairs, flip_test=True)
-    expected, expected_scores = predictor(image, boxes)
+
+    def predictor(keypoints):
+        return Predictor(lambda crops: run_tflite(interpreter, crops),
+                         tuple(config.model.input_size), keypoints, flip_test=True)
+
+    # The exported set's flip pairs (keypoints.json beside the model), not COCO's.
+    expected, expected_scores = predictor(custom_keypoints())(image, boxes)
     assert np.asarray(result["keypoints"]).shape == (len(boxes), 17, 2)
     np.testing.assert_allclose(result["keypoints"], expected, atol=1e-3)
     np.testing.assert_allclose(result["scores"], expected_scores, rtol=1e-3)
+    _, coco_scores = predictor(COCO)(image, boxes)
+    assert np.abs(np.asarray(result["scores"]) - coco_scores).max() > 0.1 * coco_scores.max()
     assert (tmp_path / "drawn.jpg").stat().st_size > 0
+    kit = _load_kit().TFLitePose(paths["tflite_fp32"])
+    assert kit.flip_pairs == [list(p) for p in custom_keypoints().flip_pairs]
+    assert kit.skeleton == [list(p) for p in custom_keypoints().skeleton]
 
 
 def test_blocked_runner_really_blocks_tensorflow(tmp_path):
@@ -104,3 +116,15 @@ def test_tflite_infer_rejects_bad_boxes():
     with pytest.raises(ValueError, match="width, height > 0"):
         kit.TFLitePose.__call__(type("Stub", (), {})(), np.zeros((8, 8, 3), np.uint8),
                                 [[0, 0, 0, 5]])
+
+
+def test_tflite_infer_needs_a_keypoint_set_for_the_flip_test(tmp_path):
+    _, _, paths = exported_small_model()
+    model = tmp_path / "model.tflite"  # alone in its folder, as an older export copied by hand
+    model.write_bytes(open(paths["tflite_fp32"], "rb").read())
+    kit = _load_kit()
+    with pytest.raises(ValueError, match="keypoints.json"):
+        kit.TFLitePose(str(model))
+    assert kit.TFLitePose(str(model), info={"flip_test": False}).flip_pairs is None
+    older = kit.TFLitePose(str(model), info={"flip_pairs": [[1, 2]]})  # export_info of old
+    assert older.flip_pairs == [[1, 2]] and older.skeleton == []

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mrpose_tf.models import transposed_conv_form
-from mrpose_tf.models.blocks import MatmulConv2DTranspose
-from mrpose_tf.training import (StepDecay, Trainer, TrainingDiverged, build_training_model,
+from mrpose_tf.training import (Trainer, TrainingDiverged, build_training_model,
                                 heatmap_pck_counts, learning_rate_schedule, lr_boundaries,
-                                make_strategy, random_examples, tensor_dataset_fn)
+                                make_strategy, read_metrics)
+from mrpose_tf.training.inputs import random_examples, tensor_dataset_fn
+from mrpose_tf.training.schedule import step_decay
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO_ROOT, "tests", "training_worker.py")
@@ -47,9 +47,12 @@ def test_lr_schedule_drops_at_the_configured_epochs():
     got = [float(schedule(step)) for step in range(20)]
     np.testing.assert_allclose(got, expected, rtol=1e-6)
     assert lr_boundaries((120, 150), 100) == [12000, 15000]
-    assert float(StepDecay(0.5, [], 0.1)(10 ** 6)) == 0.5  # never rescaled
-    with pytest.raises(ValueError, match="increasing"):
-        lr_boundaries((150, 120), 10)
+    assert float(step_decay(0.5, [], 0.1)(10 ** 6)) == 0.5  # never rescaled
+    # Keras' PiecewiseConstantDecay moves on at step > b: the first dropped step is b itself.
+    assert [float(step_decay(1.0, [3], 0.5)(s)) for s in (2, 3, 4)] == [1.0, 0.5, 0.5]
+    for epochs in ((150, 120), (120, 120)):
+        with pytest.raises(ValueError, match="increasing"):
+            lr_boundaries(epochs, 10)
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
@@ -70,24 +73,6 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     config.train.lr_schedule = "linear"
     with pytest.raises(ValueError, match="lr_schedule"):
         learning_rate_schedule(config.train, 5)
-
-
-def test_training_model_takes_the_matmul_form_on_cpus_and_keras_layer_on_gpus(monkeypatch):
-    import mrpose_tf.training.trainer as trainer_module
-
-    config, strategy = tiny_config(), make_strategy("one_device")
-
-    def matmul_layers():
-        model = build_training_model(config, strategy)
-        return sorted(layer.name for layer in model.layers
-                      if isinstance(layer, MatmulConv2DTranspose))
-
-    # float32 on this CPU: C5's 2x2 pixels of 2048 channels; 256-channel inputs stay native.
-    assert matmul_layers() == ["deconv1"]
-    monkeypatch.setattr(trainer_module, "device_kind", lambda strategy: "gpu")
-    assert matmul_layers() == []
-    with transposed_conv_form("matmul"):  # a form asked for explicitly holds everywhere
-        assert matmul_layers() == ["deconv1", "deconv2", "deconv3"]
 
 
 def test_zero_init_residual_option_of_the_training_model():
@@ -279,3 +264,57 @@ def test_epoch_iterator_is_released_on_a_background_thread():
         time.sleep(0.05)
     assert alive() is None, "the iterator was not released"
     assert holder == []
+
+
+def test_loss_is_read_only_at_log_steps_and_saves_and_a_nan_keeps_the_last_checkpoint(
+        tmp_path, one_device, monkeypatch):
+    """Steps that neither log nor save leave the loss on the device; a NaN among them is
+    caught at the next read, before anything is saved after it."""
+    from mrpose_tf.training import trainer as trainer_module
+
+    reads = []
+    check = trainer_module._RunProgress.check_finite
+    monkeypatch.setattr(trainer_module._RunProgress, "check_finite",
+                        lambda run: reads.append(run.step) or check(run))
+    config = tiny_config(max_steps=7, log_every_steps=3, checkpoint_every_steps=5,
+                         keep_checkpoints=5)
+    examples = random_examples(7 * GLOBAL_BATCH, INPUT, HEATMAP, 17)
+    workdir = str(tmp_path / "run")
+    trainer = Trainer(config, workdir, one_device, steps_per_epoch=100, log=lambda line: None)
+    assert trainer.fit(tensor_dataset_fn(examples, GLOBAL_BATCH))["step"] == 7
+    # Logs at 3, 6 and the last step 7; checkpoints at 5 and at the end (7, already read).
+    assert reads == [3, 5, 6, 7, 7]
+    rows = read_metrics(workdir)["train"]
+    assert [row["step"] for row in rows] == [3, 6, 7]
+    assert all(np.isfinite(row["loss"]) and row["loss"] > 0 for row in rows)
+
+    examples["heatmaps"][GLOBAL_BATCH:] = np.nan  # every step after the first is NaN
+    trainer.total_steps = 14
+    with pytest.raises(TrainingDiverged, match=r"loss is nan in steps 8\.\.9"):
+        trainer.fit(tensor_dataset_fn(examples, GLOBAL_BATCH, repeat=True))
+    assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-7")
+
+
+def test_best_checkpoint_is_never_taken_or_frozen_by_a_nan(tmp_path, one_device):
+    trainer = Trainer(tiny_config(), str(tmp_path), one_device, steps_per_epoch=1,
+                      log=lambda line: None)
+    state = trainer.state
+    assert not state.save_if_best("Mean", float("nan"))
+    assert state.best_record is None
+    state.best_record = {"metric": "Mean", "value": float("nan"), "step": 0}  # an older run's
+    assert state.save_if_best("Mean", 50.0)
+    assert not state.save_if_best("Mean", float("nan"))
+    assert not state.save_if_best("Mean", 40.0) and state.save_if_best("Mean", 60.0)
+    assert json.load(open(tmp_path / "best" / "best.json"))["value"] == 60.0
+
+
+def test_trainer_writes_the_keypoint_set_into_the_run(tmp_path, one_device):
+    from mrpose_tf.keypoints import KeypointSpec, load_keypoint_set
+
+    spec = KeypointSpec("pair", ("left_paw", "right_paw", "tail"), ((0, 1),), ((0, 2),),
+                        (0.1, 0.1, 0.2))
+    config = tiny_config()
+    config.model.num_joints = 3
+    Trainer(config, str(tmp_path), one_device, steps_per_epoch=1, log=lambda line: None,
+            keypoints=spec)
+    assert load_keypoint_set(str(tmp_path)) == spec

@@ -14,8 +14,8 @@ import numpy as np  # noqa: E402
 
 import mrpose_tf.training.trainer as trainer_module  # noqa: E402
 from mrpose_tf.config import base_config  # noqa: E402
-from mrpose_tf.training import (Trainer, make_strategy, random_examples,  # noqa: E402
-                                tensor_dataset_fn)
+from mrpose_tf.training import Trainer, make_strategy  # noqa: E402
+from mrpose_tf.training.inputs import random_examples, tensor_dataset_fn  # noqa: E402
 
 INPUT, HEATMAP, GLOBAL_BATCH = (64, 64), (16, 16), 4
 

@@ -7,28 +7,17 @@ annotations skipped, and (for training only) people without a labelled keypoint 
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 
 import numpy as np
 
 from mrpose_tf.data.records import PersonRecord
-from mrpose_tf.geometry import PIXEL_STD, box_to_center_scale
+from mrpose_tf.files import load_json
+from mrpose_tf.geometry import box_to_center_scale, person_area
 from mrpose_tf.keypoints import KeypointSpec
 
 _log = logging.getLogger(__name__)
-
-
-def load_json(path, what="annotation file"):
-    """Parse a JSON file; a missing file or bad JSON raises an error naming the path."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{what} {path} is not valid JSON: {e}") from e
 
 
 def require_dir(path, what="image directory"):
@@ -180,7 +169,7 @@ def _detection_records(detections_file, images, category, num_joints, aspect_rat
             image_path=images[image_id]["path"], image_id=int(image_id), center=center,
             scale=scale, joints=np.zeros((num_joints, 2), np.float32),
             visibility=np.zeros(num_joints, np.float32), box_score=score,
-            area=float(scale[0] * scale[1] * PIXEL_STD ** 2), bbox=box))
+            area=float(person_area(scale)), bbox=box))
     if not records:
         _log.warning("detection file %s: no person box scores >= %s", detections_file,
                      image_thre)

@@ -11,9 +11,10 @@ import os
 
 import numpy as np
 
-from mrpose_tf.data.coco import load_json, require_dir
+from mrpose_tf.data.coco import require_dir
 from mrpose_tf.data.records import PersonRecord
-from mrpose_tf.geometry import PIXEL_STD
+from mrpose_tf.files import load_json
+from mrpose_tf.geometry import person_area
 from mrpose_tf.keypoints import MPII
 
 
@@ -57,9 +58,10 @@ def read_mpii(annotation_file, image_dir, keypoints=MPII):
         if "joints" in entry:
             joints -= 1.0
         image_id = image_ids.setdefault(name, len(image_ids))
+        scales = np.array([scale, scale], np.float32)
         records.append(PersonRecord(
             image_path=os.path.join(image_dir, name), image_id=image_id,
-            center=center.astype(np.float32), scale=np.array([scale, scale], np.float32),
+            center=center.astype(np.float32), scale=scales,
             joints=joints.astype(np.float32), visibility=visibility,
-            area=float(scale * scale * PIXEL_STD ** 2)))
+            area=float(person_area(scales))))
     return records, keypoints

@@ -10,53 +10,67 @@ Every element of a built dataset is a dict of batched tensors:
   matrix         (B, 2, 3) float32, image -> crop matrix (augmentation and flip included)
   flipped        (B,) bool; where True the crop's joints are ``matrix @ joints`` with the
                  keypoint set's left/right pairs swapped
+  record_position (B,) int64, the position of the element's record in ``records``
+
+Where the images come from (:func:`read_split` gives either kind of records):
+
+* Image files: records read from the annotation JSON and the image folder; each image is
+  read from ``PersonRecord.image_path``.
+* A TFDS build (``config.dataset.tfds_name``; :mod:`mrpose_tf.data.tfds_builder`): records
+  read from the build's ``records.npz``, each naming its build (``PersonRecord.tfds_dir``);
+  the encoded images are streamed from the build's shards, one example per image, and never
+  read from ``image_path``. Any subset of a build's records works (the shards' people that
+  are not in ``records`` are left out).
+
+Order: the images are visited in order of first appearance in ``records`` (a TFDS build:
+in build order, the same for the list :func:`read_split` returns), their people in record
+order; training then shuffles by seed. With ``decode_once_per_image`` (the training default)
+the same seed therefore gives the same batches from the files and from a build of them.
+Per person, the files are visited in record order and a build in build order (people grouped
+by image); ``record_position`` tells where each element belongs.
 
 Speed (one CPU core must beat a per-sample OpenCV loop 2x; ``scripts/benchmark.py pipeline``):
 
 * Records are planned in groups (``_PLAN_BATCH`` records, or the people of one image with
-  ``decode_once_per_image``): augmentation draws, crop matrices (a
-  horizontal flip folded in, independent of the image width), crop joints and the image
-  region each crop samples are computed vectorised, once per group, before any decoding.
+  ``decode_once_per_image``): augmentation draws, crop matrices (a horizontal flip folded
+  in, independent of the image width), crop joints and the image region each crop samples
+  are computed vectorised, once per group, before any decoding.
 * Per image only (with ``decode_once_per_image``, the training default: once for all the
   people of an image, over the union of their regions): read, a truncation check, decode of
-  just the sampled region
-  (``decode_and_crop_jpeg``; optionally at 1/2..1/8 size by DCT scaling, ``max_decode_ratio``)
-  and the warp: ``cv2.warpAffine`` through ``tf.numpy_function`` when ``opencv_warp`` (the
-  training default; ~0.25 ms against ~1.3 ms for TensorFlow's ImageProjectiveTransform),
-  else TensorFlow ops, with ``crop_and_resize`` for crops without rotation.
+  just the sampled region (``decode_and_crop_jpeg``) and the warp: ``cv2.warpAffine``
+  through ``tf.numpy_function`` when ``opencv_warp`` (the training default; ~0.25 ms against
+  ~1.3 ms for TensorFlow's ImageProjectiveTransform), else TensorFlow ops, with
+  ``crop_and_resize`` for crops without rotation.
 * Per batch: targets and preprocessing (one 1x1 convolution, :func:`_preprocess_batch`).
-Small datasets can keep their decoded images in memory (``cache_images``).
 
 Bad images: missing files are reported before iteration by :func:`check_image_files`
-(``build_dataset`` calls it). A truncated file (JPEG without its end marker, PNG without
-IEND) is skipped during iteration, logged with its path and counted in ``skipped_counter``;
-other decoder errors drop the element through ``ignore_errors`` (logged, not counted).
+(``build_dataset`` calls it for image files). A truncated file (JPEG without its end
+marker, PNG without IEND) is skipped during iteration, logged with its path and counted in
+``skipped_counter``; other decoder errors drop the element through ``ignore_errors``
+(logged, not counted).
 """
 from __future__ import annotations
 
-import logging
+import dataclasses
 import os
 import sys
-from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
+from mrpose_tf.codec import heatmap_targets
 from mrpose_tf.data.records import PersonRecord, stack_records
-from mrpose_tf.data.targets import heatmap_targets
 from mrpose_tf.geometry import (affine_points_tf, affine_transform_tf, flip_permutation,
                                 invert_affine_tf, warp_affine_tf, warp_axis_aligned_tf)
 from mrpose_tf.preprocessing import BGR_MEAN
 
-_log = logging.getLogger(__name__)
-_RATIOS = (1, 2, 4, 8)
 _TAIL_BYTES = 256
 _PLAN_BATCH = 64  # records whose augmentation and crop geometry are computed together
 # Crops held to mix the people of one image into different batches (decode_once_per_image):
 # 512 crops of 256x192 are 75 MB as uint8 (OpenCV warp), 300 MB as float32 (TF warp).
 _SAMPLE_SHUFFLE = 512
 _OUTPUT_KEYS = ("image", "center", "scale", "image_id", "box_score", "area", "joints",
-                "visibility", "matrix", "flipped")
+                "visibility", "matrix", "flipped", "record_position")
 # libjpeg's accurate integer IDCT: the same pixels as cv2.imread (the default differs by ~1).
 _DCT = "INTEGER_ACCURATE"
 
@@ -108,27 +122,23 @@ def _sample_bounds(matrix, input_size):
     return tf.concat([tf.reduce_min(points, -2), tf.reduce_max(points, -2)], -1)
 
 
-def _region(bounds, ratio, image_h, image_w):
-    """Pixel window (y, x, h, w) of an image decoded at 1/ratio that bilinear sampling needs."""
-    half = (ratio - 1.0) / 2.0
-    size_h = -(-image_h // ratio)
-    size_w = -(-image_w // ratio)
-    lo = tf.cast(tf.floor((bounds[:2] - half) / ratio), tf.int32)
-    hi = tf.cast(tf.floor((bounds[2:] - half) / ratio), tf.int32) + 1
-    x0, y0 = tf.clip_by_value(lo[0], 0, size_w - 1), tf.clip_by_value(lo[1], 0, size_h - 1)
-    x1, y1 = tf.clip_by_value(hi[0], 0, size_w - 1), tf.clip_by_value(hi[1], 0, size_h - 1)
+def _region(bounds, image_h, image_w):
+    """Pixel window (y, x, h, w) of the image that bilinear sampling of ``bounds`` needs."""
+    lo = tf.cast(tf.floor(bounds[:2]), tf.int32)
+    hi = tf.cast(tf.floor(bounds[2:]), tf.int32) + 1
+    x0, y0 = tf.clip_by_value(lo[0], 0, image_w - 1), tf.clip_by_value(lo[1], 0, image_h - 1)
+    x1, y1 = tf.clip_by_value(hi[0], 0, image_w - 1), tf.clip_by_value(hi[1], 0, image_h - 1)
     # An empty window (the crop misses the image) still decodes one pixel; it is never sampled.
     return tf.stack([y0, x0, tf.maximum(y1 - y0 + 1, 1), tf.maximum(x1 - x0 + 1, 1)])
 
 
-def _window_to_crop(matrix, window, ratio):
-    """Matrices (..., 2, 3): pixel of a window decoded at 1/ratio -> crop pixel."""
-    r = float(ratio)
-    offset = tf.cast(window[1::-1], tf.float32) * r + (r - 1.0) / 2.0  # window origin (x, y)
-    return tf.concat([matrix[..., :2] * r, matrix[..., 2:] + matrix[..., :2] @ offset[:, None]], -1)
+def _window_to_crop(matrix, window):
+    """Matrices (..., 2, 3): pixel of a decoded window -> crop pixel."""
+    offset = tf.cast(window[1::-1], tf.float32)  # window origin (x, y)
+    return tf.concat([matrix[..., :2], matrix[..., 2:] + matrix[..., :2] @ offset[:, None]], -1)
 
 
-def _plan(seed_pair, records, augment, train, input_size, ratios, permutation):
+def _plan(seed_pair, records, augment, train, input_size, permutation):
     """Vectorised over a batch of records: augmentation, crop matrices and crop joints."""
     scale, rot, flip = _augmentation(seed_pair, records["scale"], augment, train)
     matrix = _crop_matrices(records["center"], scale, rot, flip, input_size)
@@ -136,12 +146,8 @@ def _plan(seed_pair, records, augment, train, input_size, ratios, permutation):
     visibility = records["visibility"]
     flipped_joints = tf.gather(joints, permutation, axis=1)
     flipped_visibility = tf.gather(visibility, permutation, axis=1)
-    # Source pixels per crop pixel: decode at 1/ratio when the crop shrinks that much.
-    shrink = 1.0 / tf.sqrt(tf.abs(tf.linalg.det(matrix[:, :, :2])))
-    ratio_index = tf.reduce_sum(
-        tf.cast(shrink[:, None] >= tf.constant(ratios[1:], tf.float32), tf.int32), 1)
     return dict(records, matrix=matrix, flipped=flip, axis_aligned=tf.equal(rot, 0.0),
-                sample_bounds=_sample_bounds(matrix, input_size), ratio_index=ratio_index,
+                sample_bounds=_sample_bounds(matrix, input_size),
                 crop_joints=tf.where(flip[:, None, None], flipped_joints, joints),
                 crop_visibility=tf.where(flip[:, None], flipped_visibility, visibility))
 
@@ -149,42 +155,38 @@ def _plan(seed_pair, records, augment, train, input_size, ratios, permutation):
 class _Cropper:
     """Reads one image and returns the crops of planned elements (see :func:`_plan`).
 
-    One element is one person, or with ``grouped`` all the people of one image (every field
-    with a leading person axis): then the image is read and decoded once, over the union of
-    the regions its crops sample, and warped once per person.
+    The encoded image is the element's ``image_bytes`` (a TFDS build) or the file at its
+    ``image_path``. One element is one person, or with ``grouped`` all the people of one
+    image (every field but ``image_bytes`` with a leading person axis): then the image is
+    read and decoded once, over the union of the regions its crops sample, and warped once
+    per person.
     """
 
-    def __init__(self, input_size, ratios, cache, opencv_warp=False, grouped=False):
+    def __init__(self, input_size, opencv_warp=False, grouped=False):
         self.input_size = tuple(int(v) for v in input_size)
-        self.ratios = ratios
-        self.cache = cache
         self.opencv_warp = opencv_warp
         self.grouped = grouped
 
     def __call__(self, element):
         """-> (ok, crop): (H, W, 3), or (n, H, W, 3) when grouped; uint8 (cv2) or float32."""
-        bounds, ratio_index = element["sample_bounds"], element["ratio_index"]
-        path, cache_index = element["image_path"], element["cache_index"]
+        bounds, path = element["sample_bounds"], element["image_path"]
         shape = self.input_size + (3,)
         if self.grouped:
             bounds = tf.concat([tf.reduce_min(bounds[:, :2], 0), tf.reduce_max(bounds[:, 2:], 0)], 0)
-            ratio_index = tf.reduce_min(ratio_index)  # the finest any of the crops needs
-            path, cache_index = path[0], cache_index[0]
+            path = path[0]
             shape = tf.concat([tf.shape(element["matrix"])[:1], shape], 0)
-        if self.cache is not None:
-            return tf.constant(True), self._crop_window(self._cached(cache_index), bounds, element)
-        data = tf.io.read_file(path)
+        data = element["image_bytes"] if "image_bytes" in element else tf.io.read_file(path)
         ok = _looks_complete(data)
         crop = tf.cond(
             ok, lambda: tf.cond(
-                tf.io.is_jpeg(data), lambda: self._crop_jpeg(data, bounds, ratio_index, element),
+                tf.io.is_jpeg(data), lambda: self._crop_jpeg(data, bounds, element),
                 lambda: self._crop_window(
                     tf.io.decode_image(data, channels=3, expand_animations=False), bounds, element)),
             lambda: tf.zeros(shape, tf.uint8 if self.opencv_warp else tf.float32))
         return ok, crop
 
-    def _warp(self, pixels, window, ratio, element):
-        matrix = _window_to_crop(element["matrix"], window, ratio)
+    def _warp(self, pixels, window, element):
+        matrix = _window_to_crop(element["matrix"], window)
         if self.opencv_warp:
             crop = tf.numpy_function(_opencv_warp, [pixels, matrix, self.input_size], tf.uint8,
                                      stateful=False)
@@ -200,30 +202,17 @@ class _Cropper:
         return tf.map_fn(lambda args: warp(*args), (matrix, element["axis_aligned"]),
                          fn_output_signature=tf.TensorSpec(self.input_size + (3,), tf.float32))
 
-    def _crop_jpeg(self, data, bounds, ratio_index, element):
+    def _crop_jpeg(self, data, bounds, element):
         shape = tf.io.extract_jpeg_shape(data)
-
-        def branch(ratio):
-            window = _region(bounds, ratio, shape[0], shape[1])
-            pixels = tf.io.decode_and_crop_jpeg(data, window, channels=3, ratio=ratio,
-                                                dct_method=_DCT)
-            return self._warp(pixels, window, ratio, element)
-
-        if len(self.ratios) == 1:
-            return branch(1)
-        return tf.switch_case(ratio_index, [lambda r=r: branch(r) for r in self.ratios])
+        window = _region(bounds, shape[0], shape[1])
+        pixels = tf.io.decode_and_crop_jpeg(data, window, channels=3, dct_method=_DCT)
+        return self._warp(pixels, window, element)
 
     def _crop_window(self, pixels, bounds, element):
         shape = tf.shape(pixels)
-        window = _region(bounds, 1, shape[0], shape[1])
+        window = _region(bounds, shape[0], shape[1])
         pixels = pixels[window[0]:window[0] + window[2], window[1]:window[1] + window[3]]
-        return self._warp(pixels, window, 1, element)
-
-    def _cached(self, index):
-        flat, offsets, shapes = self.cache
-        shape = shapes[index]
-        size = tf.cast(tf.reduce_prod(shape), tf.int64)
-        return tf.reshape(flat[offsets[index]:offsets[index] + size], shape)
+        return self._warp(pixels, window, element)
 
 
 def _opencv_warp(pixels, matrix, output_size):
@@ -252,28 +241,6 @@ def _preprocess_batch(images):
     return tf.nn.bias_add(bgr, -tf.constant(BGR_MEAN, tf.float32))
 
 
-def _decoded_cache(paths, limit_bytes):
-    """All distinct images decoded into one flat uint8 tensor, or None when over the limit."""
-    images = []
-    total = 0
-    for path in paths:
-        data = tf.io.read_file(path)
-        if tf.io.is_jpeg(data):
-            image = tf.io.decode_jpeg(data, channels=3, dct_method=_DCT)
-        else:
-            image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        total += int(np.prod(image.shape))
-        if total > limit_bytes:
-            _log.info("not caching decoded images: more than %d bytes", limit_bytes)
-            return None
-        images.append(image.numpy())
-    flat = tf.constant(np.concatenate([im.reshape(-1) for im in images]))
-    sizes = np.array([im.size for im in images], np.int64)
-    offsets = tf.constant(np.concatenate([[0], np.cumsum(sizes)[:-1]]), tf.int64)
-    shapes = tf.constant(np.array([im.shape for im in images], np.int32))
-    return flat, offsets, shapes
-
-
 def _augmentation(seed_pair, scale, augment, train):
     """(scale, rot, flip) for box scales ``scale`` (..., 2): stateless draws keyed by ``seed_pair``.
 
@@ -295,27 +262,76 @@ def _augmentation(seed_pair, scale, augment, train):
     return scale, rot, flip if augment.get("flip", True) else tf.zeros(batch_shape, tf.bool)
 
 
+def _tfds_build(records):
+    """The TFDS build directory the records come from, or '' for image files."""
+    builds = {r.tfds_dir for r in records}
+    if len(builds) > 1:
+        raise ValueError(f"the records come from {len(builds)} sources "
+                         f"({', '.join(sorted(b or 'image files' for b in builds))}): "
+                         f"build one dataset per source")
+    return builds.pop()
+
+
+def _file_images(records):
+    """Per image, by first appearance in ``records``: {'rows': (n,) int64 positions}."""
+    by_image = {}
+    for position, r in enumerate(records):
+        by_image.setdefault(r.image_path, []).append(position)
+    rows = tf.RaggedTensor.from_row_lengths(np.concatenate(list(by_image.values())),
+                                            [len(v) for v in by_image.values()])
+    return tf.data.Dataset.from_tensor_slices(rows).map(lambda r: {"rows": r})
+
+
+def _tfds_images(path, records, input_context):
+    """Per image of the build's shards: {'rows': (n,) int64 positions in ``records`` of its
+    people, 'image_bytes': () string}; images with none of them are left out."""
+    from mrpose_tf.data.tfds_builder import image_examples
+
+    indices = np.array([r.record_index for r in records], np.int64)
+    if len(np.unique(indices)) != len(indices) or indices.min() < 0:
+        raise ValueError(f"records of TFDS build {path} must name distinct people of it "
+                         f"(PersonRecord.record_index, as read_split gives them)")
+    # Build position -> position in records (-1: not asked for).
+    lookup = np.full(indices.max() + 1, -1, np.int64)
+    lookup[indices] = np.arange(len(records))
+    size = len(lookup)
+    lookup = tf.constant(lookup)
+
+    def select(example):
+        index = example["record_index"]
+        rows = tf.where(index < size, tf.gather(lookup, tf.minimum(index, size - 1)), -1)
+        return {"rows": tf.boolean_mask(rows, rows >= 0), "image_bytes": example["image_bytes"]}
+
+    return image_examples(path, input_context).map(select).filter(
+        lambda e: tf.size(e["rows"]) > 0)
+
+
 def build_dataset(records, *, keypoints, input_size=(256, 192), heatmap_size=(64, 48), sigma=2.0,
                   train, batch_size, augment=None, seed=0, shuffle_buffer=2048, input_context=None,
                   drop_remainder=None, repeat=False, skipped_counter=None, num_parallel_calls=None,
-                  deterministic=True, opencv_warp=None, max_decode_ratio=1, cache_images=False,
-                  cache_limit_bytes=1 << 30, check_files=True, decode_once_per_image=None):
+                  deterministic=True, opencv_warp=None, check_files=True,
+                  decode_once_per_image=None):
     """The tf.data pipeline over person records (see the module docstring for the elements).
 
     Args:
-      records: list of :class:`PersonRecord`.
+      records: sequence of :class:`PersonRecord`, all from image files or all from one TFDS
+        build (``tfds_dir`` set: the images come from its shards).
       keypoints: the :class:`KeypointSpec` (its flip pairs are used by the flip).
       input_size, heatmap_size: (height, width) of the crop and of the targets.
       sigma: target Gaussian sigma (heatmap pixels).
-      train: augment (scale, rotation, flip) and shuffle; else plain crops in record order.
+      train: augment (scale, rotation, flip) and shuffle; else plain crops, unshuffled
+        (see the module docstring for the order).
       batch_size: global batch size (divided per replica when ``input_context`` is given).
       augment: mapping with scale_factor, rotation_factor, rotation_prob, flip, flip_prob
         (``config.augment``); ignored when not training.
       seed: seeds the shuffle and the stateless augmentation draws (keyed by seed, position
         of the element's group of ``_PLAN_BATCH`` records and input pipeline), so a run is
         reproducible.
-      shuffle_buffer: shuffle buffer size (capped at the number of records).
-      input_context: ``tf.distribute.InputContext``: shard records across input pipelines.
+      shuffle_buffer: shuffle buffer size (capped at the number of records, or of images
+        with ``decode_once_per_image``). From a TFDS build the buffer holds encoded images.
+      input_context: ``tf.distribute.InputContext``: shard across input pipelines (image
+        files: by record, or by image with ``decode_once_per_image``; a TFDS build: by shard
+        file when it has enough, else by image).
       drop_remainder: drop a last partial batch (default: ``train``).
       repeat: repeat forever.
       skipped_counter: optional ``tf.Variable`` (:func:`make_skipped_counter`) incremented for
@@ -326,10 +342,7 @@ def build_dataset(records, *, keypoints, input_size=(256, 192), heatmap_size=(64
       opencv_warp: crop with ``cv2.warpAffine`` (through ``tf.numpy_function``: ~5x faster
         than the TensorFlow warp ops on CPU, but the dataset graph then needs Python);
         default: when training. False: pure TensorFlow ops.
-      max_decode_ratio: allow JPEG decoding at 1/2, 1/4, 1/8 size when the crop shrinks the
-        image that much (1: always full size, exact cv2.warpAffine equivalence).
-      cache_images: keep the decoded images in memory when they fit in ``cache_limit_bytes``.
-      check_files: call :func:`check_image_files` first.
+      check_files: call :func:`check_image_files` first (image files only).
       decode_once_per_image: read and decode each image once for all of its people (COCO
         train has ~2.6 per image) instead of once per person; default: when training
         (evaluation keeps the record order). Images are shuffled (``shuffle_buffer``), and
@@ -343,52 +356,55 @@ def build_dataset(records, *, keypoints, input_size=(256, 192), heatmap_size=(64
     """
     if not records:
         raise ValueError("build_dataset: no person records")
-    if check_files:
+    tfds_dir = _tfds_build(records)
+    if check_files and not tfds_dir:
         check_image_files(records)
     augment = dict(augment or {})
     input_size = tuple(int(v) for v in input_size)
     drop_remainder = train if drop_remainder is None else drop_remainder
     parallel = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
-    paths = sorted({r.image_path for r in records})
-    ratios = tuple(r for r in _RATIOS if r <= max_decode_ratio)
-    cache = _decoded_cache(paths, cache_limit_bytes) if cache_images else None
     opencv_warp = train if opencv_warp is None else opencv_warp
     decode_once_per_image = train if decode_once_per_image is None else decode_once_per_image
-    cropper = _Cropper(input_size, ratios, cache, opencv_warp, grouped=decode_once_per_image)
+    cropper = _Cropper(input_size, opencv_warp, grouped=decode_once_per_image)
     permutation = tf.constant(flip_permutation(keypoints.num_joints, keypoints.flip_pairs))
 
     columns = stack_records(records)
-    path_index = {p: i for i, p in enumerate(paths)}
-    columns["cache_index"] = np.array([path_index[r.image_path] for r in records], np.int64)
+    columns["record_position"] = np.arange(len(records), dtype=np.int64)
+    table = {k: tf.constant(v) for k, v in columns.items()}
     num_pipelines, pipeline_id = 1, 0
     if input_context is not None:
         num_pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
         batch_size = input_context.get_per_replica_batch_size(batch_size)
 
-    if decode_once_per_image:
-        # One element per image: the indices of its records (records of an image are
-        # usually adjacent; a stable sort keeps their order).
-        order = np.argsort(columns["cache_index"], kind="stable")
-        lengths = np.bincount(columns["cache_index"], minlength=len(paths))
-        ds = tf.data.Dataset.from_tensor_slices(tf.RaggedTensor.from_row_lengths(order, lengths))
-        shuffle_units = len(paths)
+    # Elements hold 'rows' (positions in records) and, from a TFDS build, 'image_bytes'.
+    if tfds_dir:
+        ds = _tfds_images(tfds_dir, records, input_context)  # sharded by the reader
+        if not decode_once_per_image:
+            ds = ds.map(lambda e: {"rows": e["rows"],
+                                   "image_bytes": tf.fill(tf.shape(e["rows"]), e["image_bytes"])})
+            ds = ds.unbatch()
     else:
-        ds = tf.data.Dataset.from_tensor_slices(columns)
-        shuffle_units = len(records)
-    if num_pipelines > 1:
-        ds = ds.shard(num_pipelines, pipeline_id)
+        ds = _file_images(records) if decode_once_per_image else \
+            tf.data.Dataset.from_tensor_slices({"rows": columns["record_position"]})
+        if num_pipelines > 1:
+            ds = ds.shard(num_pipelines, pipeline_id)
     if train:
-        ds = ds.shuffle(min(shuffle_buffer, shuffle_units), seed=seed,
-                        reshuffle_each_iteration=True)
+        units = len({r.image_path for r in records}) if decode_once_per_image else len(records)
+        ds = ds.shuffle(min(shuffle_buffer, units), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
 
-    def plan(group, group_records):
+    def plan(group, element):
         seed_pair = tf.stack([tf.constant(seed, tf.int64), group * num_pipelines + pipeline_id])
-        return _plan(seed_pair, group_records, augment, train, input_size, ratios, permutation)
+        group_records = {k: tf.gather(v, element["rows"]) for k, v in table.items()}
+        planned = _plan(seed_pair, group_records, augment, train, input_size, permutation)
+        if "image_bytes" in element:
+            planned["image_bytes"] = element["image_bytes"]
+        return planned
 
     def crop(element):
         ok, image = cropper(element)
+        element = {k: v for k, v in element.items() if k != "image_bytes"}
         if decode_once_per_image:  # one verdict for all the people of the image
             ok = tf.fill(tf.shape(element["matrix"])[:1], ok)
         return dict(element, image=image, valid=ok)
@@ -411,10 +427,7 @@ def build_dataset(records, *, keypoints, input_size=(256, 192), heatmap_size=(64
                     target_weight=weights)
 
     if decode_once_per_image:
-        table = {k: tf.constant(v) for k, v in columns.items()}
-        ds = ds.enumerate().map(
-            lambda group, rows: plan(group, {k: tf.gather(v, rows) for k, v in table.items()}),
-            num_parallel_calls=parallel, deterministic=deterministic)
+        ds = ds.enumerate().map(plan, num_parallel_calls=parallel, deterministic=deterministic)
         ds = ds.map(crop, num_parallel_calls=parallel, deterministic=deterministic)
         ds = ds.ignore_errors(log_warning=True).unbatch()
         if train:
@@ -430,16 +443,21 @@ def build_dataset(records, *, keypoints, input_size=(256, 192), heatmap_size=(64
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-class DataSplit(NamedTuple):
-    """What :func:`datasets_from_config` returns."""
-    dataset: tf.data.Dataset
-    records: list
-    keypoints: object
-    skipped: tf.Variable
-
-
 def read_split(config, split):
-    """The records and keypoint set of ``split`` ('train' or 'val') of ``config.dataset``."""
+    """The records and keypoint set of ``split`` ('train' or 'val') of ``config.dataset``.
+
+    From the annotation JSON and image folder under ``dataset.root``, or, when
+    ``dataset.tfds_name`` is set, from the TFDS build ``<tfds_name>_<split>`` under
+    ``dataset.tfds_data_dir`` (:func:`mrpose_tf.data.tfds_builder.read_tfds_records`: its
+    ``records.npz`` and metadata only, no image; :func:`build_dataset` reads the images
+    from its shards). A build must have been prepared with the config's box settings
+    (aspect ratio of ``model.input_size``, ``augment.box_padding``; for 'val', detector
+    boxes exactly when ``test.detections`` is used, with ``test.image_thre``): ValueError
+    otherwise.
+
+    Returns:
+      (records, keypoint_spec); records in the reader's order.
+    """
     from mrpose_tf.data.coco import read_coco
     from mrpose_tf.data.mpii import read_mpii
 
@@ -447,46 +465,47 @@ def read_split(config, split):
     train = split == "train"
     if split not in ("train", "val"):
         raise ValueError(f"unknown split {split!r}; valid choices: 'train', 'val'")
-    annotations = os.path.join(d.root, d.train_annotations if train else d.val_annotations)
-    images = os.path.join(d.root, d.train_images if train else d.val_images)
-    if d.name == "mpii":
-        return read_mpii(annotations, images)
     height, width = config.model.input_size
     detections = None
     if not train and not config.test.use_gt_boxes and config.test.detections:
         detections = os.path.join(d.root, config.test.detections)
+    if d.get("tfds_name"):
+        return _read_tfds_split(config, split, detections is not None)
+    annotations = os.path.join(d.root, d.train_annotations if train else d.val_annotations)
+    images = os.path.join(d.root, d.train_images if train else d.val_images)
+    if d.name == "mpii":
+        return read_mpii(annotations, images)
     return read_coco(annotations, images, train=train, aspect_ratio=width / height,
                      padding=config.augment.box_padding, detections=detections,
                      image_thre=config.test.image_thre, flip_pairs=d.get("flip_pairs"),
                      sigmas=d.get("oks_sigmas"))
 
 
-def datasets_from_config(config, split, input_context=None, repeat=None, **kwargs):
-    """Records and tf.data pipeline of a split, as the config says.
+def _read_tfds_split(config, split, detections):
+    """:func:`read_split` from a TFDS build (see there)."""
+    from mrpose_tf.data.tfds_builder import read_tfds_records
 
-    Args:
-      config: an experiment ConfigDict (:mod:`mrpose_tf.config`).
-      split: 'train' (augmented, shuffled, config.train.batch_size) or 'val' (plain crops in
-        record order, config.test.batch_size; detector boxes unless test.use_gt_boxes).
-      input_context: optional ``tf.distribute.InputContext``.
-      repeat: repeat forever (default: for 'train').
-      **kwargs: passed on to :func:`build_dataset` (e.g. max_decode_ratio, cache_images).
-
-    Returns:
-      :class:`DataSplit` (dataset, records, keypoints, skipped-image counter).
-    """
-    records, keypoints = read_split(config, split)
-    train = split == "train"
-    skipped = make_skipped_counter()
-    dataset = build_dataset(
-        records, keypoints=keypoints, input_size=config.model.input_size,
-        heatmap_size=config.model.heatmap_size, sigma=config.model.sigma, train=train,
-        batch_size=config.train.batch_size if train else config.test.batch_size,
-        augment=config.augment.to_dict() if train else None, seed=config.train.seed,
-        shuffle_buffer=config.train.shuffle_buffer, input_context=input_context,
-        repeat=train if repeat is None else repeat, skipped_counter=skipped, **kwargs)
-    return DataSplit(dataset, records, keypoints, skipped)
+    d = config.dataset
+    if not d.get("tfds_data_dir"):
+        raise ValueError("config.dataset.tfds_name is set but config.dataset.tfds_data_dir is "
+                         "empty: where are the builds?")
+    if d.name == "mpii":
+        expect = {"dataset_format": "mpii"}
+    else:
+        height, width = config.model.input_size
+        expect = {"dataset_format": "coco", "aspect_ratio": width / height,
+                  "padding": float(config.augment.box_padding), "train": split == "train",
+                  "detections": detections}
+        if detections:
+            expect["image_thre"] = float(config.test.image_thre)
+    records, spec = read_tfds_records(d.tfds_data_dir, d.tfds_name, split, expect)
+    overrides = {}
+    if d.name != "mpii" and d.get("flip_pairs") is not None:
+        overrides["flip_pairs"] = tuple(tuple(int(i) for i in p) for p in d.flip_pairs)
+    if d.name != "mpii" and d.get("oks_sigmas") is not None:
+        overrides["sigmas"] = tuple(float(v) for v in d.oks_sigmas)
+    return records, dataclasses.replace(spec, **overrides) if overrides else spec
 
 
-__all__ = ["PersonRecord", "build_dataset", "check_image_files", "datasets_from_config",
-           "make_skipped_counter", "read_split"]
+__all__ = ["PersonRecord", "build_dataset", "check_image_files", "make_skipped_counter",
+           "read_split"]

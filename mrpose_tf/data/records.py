@@ -20,6 +20,10 @@ class PersonRecord:
       box_score: detector score of the box (1.0 for ground-truth boxes).
       area: the person's area in px^2 (COCO ``area``; else scale_x * scale_y * 200^2).
       bbox: (4,) float32, the (cleaned) box x, y, w, h in pixels.
+      tfds_dir: the TFDS build whose shards hold this person's image bytes
+        (:mod:`mrpose_tf.data.tfds_builder`); '' when they are read from ``image_path``.
+      record_index: the person's position in the build's record order (the reader's order);
+        -1 outside a build.
     """
     image_path: str
     image_id: int
@@ -30,6 +34,8 @@ class PersonRecord:
     box_score: float = 1.0
     area: float = 0.0
     bbox: np.ndarray | None = None
+    tfds_dir: str = ""
+    record_index: int = -1
 
 
 def stack_records(records):

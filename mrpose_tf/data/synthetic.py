@@ -571,6 +571,26 @@ def ensure_synthetic_dataset(root, num_train=200, num_val=50, difficulty="easy",
     return paths
 
 
+def prepare_from_config(config):
+    """Render the synthetic dataset a config asks for, unless the same one is there.
+
+    Args:
+      config: the run config. Acts only when ``config.dataset.name == 'synthetic'`` and
+        ``config.dataset.synthetic`` holds num_train, num_val, difficulty, seed and
+        image_size (height, width); renders into ``config.dataset.root``.
+
+    Returns:
+      The dict of paths of :func:`ensure_synthetic_dataset`, or None when the config asks
+      for no rendering.
+    """
+    spec = config.dataset.get("synthetic")
+    if config.dataset.name != "synthetic" or not spec:
+        return None
+    return ensure_synthetic_dataset(config.dataset.root, int(spec.num_train), int(spec.num_val),
+                                    spec.difficulty, int(spec.seed),
+                                    tuple(int(v) for v in spec.image_size))
+
+
 def main(argv=None):
     import argparse
     parser = argparse.ArgumentParser(description="Render the synthetic keypoint dataset.")

@@ -1,27 +1,47 @@
 """Keypoint datasets as TFDS builds: prepared once, read as sharded records on every worker.
 
-A build reads a COCO-format keypoint file (or an MPII json) with the project's readers
-(:func:`mrpose_tf.data.coco.read_coco`, :func:`mrpose_tf.data.mpii.read_mpii`), so the
-cleaning and the (centre, scale) of every person are exactly those of the raw-folder path.
+For data that lives in sharded files (cloud storage, TPU pods): a build holds the images and
+the person records of one split, and training and evaluation read it instead of the
+annotation JSON and the image folder when ``config.dataset.tfds_name`` is set.
 
-Storage: one example per *image*: the original encoded file bytes (never re-encoded, so
-crops and augmentation are exact) and the sequence of its person records. Storing whole
-images once per image rather than once per person avoids copying COCO's images ~2.6x.
-:func:`records_dataset_from_tfds` unrolls them into per-person elements with the columns of
-:func:`mrpose_tf.data.records.stack_records` plus ``image_bytes``.
-
+Preparing: a build reads a COCO-format keypoint file (or an MPII json) with the project's
+readers (:func:`mrpose_tf.data.coco.read_coco`, :func:`mrpose_tf.data.mpii.read_mpii`), so
+the cleaning and the (centre, scale) of every person are exactly those of the folder path.
 Each (name, split) is its own builder config, so splits are prepared independently::
-
-    DATA_DIR/pose_keypoints/<name>_<split>/1.0.0/  (TFRecord shards, dataset_info.json,
-                                                   metadata.json: keypoint set, box settings)
 
     python -m mrpose_tf.data.tfds_builder --annotation_file=A.json --image_dir=IMAGES \\
         --data_dir=DATA_DIR --name=coco --split=train [--format=coco|mpii] \\
-        [--input_size=256,192] [--detections=DET.json]
+        [--input_size=256,192] [--padding=1.25] [--detections=DET.json --image_thre=0.0]
+
+writes ``DATA_DIR/pose_keypoints/<name>_<split>/<VERSION>/``:
+
+  ``*.tfrecord-*``   one example per *image*, in order of the image's first appearance among
+                     the reader's records: the original encoded file (never re-encoded, so
+                     crops equal the folder path's), its path and image_id, and the sequence
+                     of its person records (centre, scale, joints, visibility, box_score,
+                     area, record_index = the person's position in the reader's order).
+                     Whole images once per image, not once per person (COCO has ~2.6 people
+                     per image).
+  ``records.npz``    the same records without the images, in the reader's order (the columns
+                     of :func:`mrpose_tf.data.records.stack_records` plus ``bbox``): what
+                     counting people (steps per epoch) and evaluation read.
+  ``metadata.json``  keypoint set, num_persons, num_images and the box settings (format,
+                     aspect_ratio, padding, train, detections, image_thre).
+
+Reading (``config.dataset.tfds_name``/``tfds_data_dir``, builds ``<tfds_name>_train`` and
+``<tfds_name>_val``): :func:`mrpose_tf.data.pipeline.read_split` returns
+:func:`read_tfds_records`: person records from ``records.npz`` and ``metadata.json`` only,
+each carrying its build (``PersonRecord.tfds_dir``) and ``record_index``;
+:func:`mrpose_tf.data.pipeline.build_dataset` then reads the image bytes of those records
+from the shards (:func:`image_examples`), never from ``image_path`` (the path at preparation,
+kept for messages). :func:`records_dataset_from_tfds` unrolls the shards into per-person
+elements (records with their image bytes).
 """
 from __future__ import annotations
 
 import dataclasses
+import io
+import math
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -30,12 +50,19 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
-from mrpose_tf.data.coco import load_json, read_coco  # noqa: E402
+from mrpose_tf.data.coco import read_coco  # noqa: E402
 from mrpose_tf.data.mpii import read_mpii  # noqa: E402
+from mrpose_tf.data.records import PersonRecord, stack_records  # noqa: E402
+from mrpose_tf.files import load_json  # noqa: E402
 from mrpose_tf.keypoints import KeypointSpec  # noqa: E402
 
 BUILDER_NAME = "pose_keypoints"
 FORMATS = ("coco", "mpii")
+RECORDS_FILE = "records.npz"
+# What a mismatch between a build's metadata and the config is called in the error.
+_SETTINGS = {"dataset_format": "annotation format", "aspect_ratio": "boxes for aspect ratio",
+             "padding": "box padding", "train": "training cleaning (unlabelled people dropped)",
+             "detections": "detector boxes", "image_thre": "detection score threshold"}
 
 
 @dataclasses.dataclass(eq=False)
@@ -61,8 +88,9 @@ class PoseSourceConfig(tfds.core.BuilderConfig):
 class PoseKeypoints(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Person records of a keypoint dataset, one example per image (see the module doc)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Per-image examples: image bytes + person records."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.1.0": "Per-image examples: image bytes + person records with their "
+                              "record_index; records.npz beside the shards."}
 
     def _info(self):
         c = self.builder_config
@@ -74,6 +102,7 @@ class PoseKeypoints(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             "visibility": tfds.features.Tensor(shape=(k,), dtype=np.float32),
             "box_score": np.float32,
             "area": np.float32,
+            "record_index": np.int64,
         }
         return self.dataset_info_from_configs(
             description=f"Person keypoint records of {c.annotation_file} ({c.dataset_format}).",
@@ -120,32 +149,52 @@ class PoseKeypoints(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             "skeleton": [list(p) for p in spec.skeleton],
             "sigmas": None if spec.sigmas is None else [float(s) for s in spec.sigmas],
             "keypoint_set": spec.name, "num_persons": len(records),
+            "num_images": len({r.image_path for r in records}),
             "aspect_ratio": float(c.aspect_ratio), "padding": float(c.padding),
             "dataset_format": c.dataset_format, "train": bool(c.train),
-            "detections": bool(c.detections)})
+            "detections": bool(c.detections), "image_thre": float(c.image_thre)})
+        # self.data_dir is the build's temporary directory here: the file appears with the
+        # shards, when the whole build is renamed into place.
+        _write_records(os.path.join(self.data_dir, RECORDS_FILE), records)
         return {c.split: self._generate_examples(records)}
 
     def _generate_examples(self, records):
         by_image = {}
-        for r in records:  # group per image, in order of first appearance
-            by_image.setdefault(r.image_path, []).append(r)
+        for index, r in enumerate(records):  # group per image, in order of first appearance
+            by_image.setdefault(r.image_path, []).append((index, r))
         for path, people in by_image.items():
             if not tf.io.gfile.exists(path):
                 raise FileNotFoundError(
                     f"{self.builder_config.annotation_file}: image file of image_id "
-                    f"{people[0].image_id} not found: {path}")
+                    f"{people[0][1].image_id} not found: {path}")
             with tf.io.gfile.GFile(path, "rb") as f:
                 data = f.read()
+            rows = [r for _, r in people]
             yield path, {
-                "image_bytes": data, "image_path": path, "image_id": int(people[0].image_id),
+                "image_bytes": data, "image_path": path, "image_id": int(rows[0].image_id),
                 "persons": {
-                    "center": np.stack([p.center for p in people]).astype(np.float32),
-                    "scale": np.stack([p.scale for p in people]).astype(np.float32),
-                    "joints": np.stack([p.joints for p in people]).astype(np.float32),
-                    "visibility": np.stack([p.visibility for p in people]).astype(np.float32),
-                    "box_score": np.array([p.box_score for p in people], np.float32),
-                    "area": np.array([p.area for p in people], np.float32),
+                    "center": np.stack([p.center for p in rows]).astype(np.float32),
+                    "scale": np.stack([p.scale for p in rows]).astype(np.float32),
+                    "joints": np.stack([p.joints for p in rows]).astype(np.float32),
+                    "visibility": np.stack([p.visibility for p in rows]).astype(np.float32),
+                    "box_score": np.array([p.box_score for p in rows], np.float32),
+                    "area": np.array([p.area for p in rows], np.float32),
+                    "record_index": np.array([i for i, _ in people], np.int64),
                 }}
+
+
+def _write_records(path, records):
+    """``records.npz``: :func:`stack_records` columns plus ``bbox`` (NaN where unknown)."""
+    columns = stack_records(records)
+    # float64 (not the pipeline's float32): the records read back equal the reader's.
+    columns["box_score"] = np.array([r.box_score for r in records], np.float64)
+    columns["area"] = np.array([r.area for r in records], np.float64)
+    columns["bbox"] = np.stack([np.full(4, np.nan, np.float32) if r.bbox is None
+                                else np.asarray(r.bbox, np.float32) for r in records])
+    buffer = io.BytesIO()  # np.savez needs a seekable file; a GFile on cloud storage is not
+    np.savez(buffer, **columns)
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(buffer.getvalue())
 
 
 def _config_name(name, split):
@@ -193,28 +242,105 @@ def prepare_tfds(annotation_file, image_dir, data_dir, name, split="train", *,
     return os.fspath(builder.data_dir)
 
 
-def _build_dir(data_dir, name, split):
+def build_dir(data_dir, name, split):
+    """The directory of the build of (name, split) at this module's VERSION."""
     root = os.path.join(data_dir, BUILDER_NAME, _config_name(name, split))
-    versions = sorted(v for v in tf.io.gfile.listdir(root) if v[:1].isdigit()) \
-        if tf.io.gfile.isdir(root) else []
-    if not versions:
-        raise FileNotFoundError(f"no TFDS build of {name!r} split {split!r} under {root} "
-                                f"(run prepare_tfds first)")
-    return os.path.join(root, versions[-1].rstrip("/"))
+    path = os.path.join(root, str(PoseKeypoints.VERSION))
+    if not tf.io.gfile.exists(os.path.join(path, "dataset_info.json")):
+        raise FileNotFoundError(
+            f"no TFDS build of {name!r} split {split!r} (version {PoseKeypoints.VERSION}) "
+            f"under {root} (run prepare_tfds or python -m mrpose_tf.data.tfds_builder)")
+    return path
 
 
 def tfds_metadata(data_dir, name, split="train"):
     """The build's metadata: keypoint set, number of persons and box settings (a dict)."""
-    return load_json(os.path.join(_build_dir(data_dir, name, split), "metadata.json"),
-                     what="TFDS build metadata")
+    return _metadata(build_dir(data_dir, name, split))
+
+
+def _metadata(path):
+    return load_json(os.path.join(path, "metadata.json"), what="TFDS build metadata")
+
+
+def _spec(meta):
+    return KeypointSpec(meta["keypoint_set"], tuple(meta["keypoint_names"]),
+                        tuple(map(tuple, meta["flip_pairs"])), tuple(map(tuple, meta["skeleton"])),
+                        None if meta["sigmas"] is None else tuple(meta["sigmas"]))
 
 
 def keypoint_spec_from_tfds(data_dir, name, split="train"):
     """The :class:`KeypointSpec` a build was written with."""
-    meta = tfds_metadata(data_dir, name, split)
-    return KeypointSpec(meta["keypoint_set"], tuple(meta["keypoint_names"]),
-                        tuple(map(tuple, meta["flip_pairs"])), tuple(map(tuple, meta["skeleton"])),
-                        None if meta["sigmas"] is None else tuple(meta["sigmas"]))
+    return _spec(tfds_metadata(data_dir, name, split))
+
+
+def _check_settings(path, meta, expect):
+    """ValueError naming the setting when the build was made otherwise than ``expect`` says."""
+    for key, want in (expect or {}).items():
+        got = meta.get(key)
+        number = isinstance(want, (int, float)) and not isinstance(want, bool)
+        same = (got is not None and math.isclose(float(got), float(want), abs_tol=1e-6)
+                if number else got == want)
+        if not same:
+            raise ValueError(f"TFDS build {path} has {_SETTINGS.get(key, key)} {got!r}, not "
+                             f"{want!r} as the config asks: prepare it again for this config")
+
+
+def read_tfds_records(data_dir, name, split, expect=None):
+    """The person records of a build, without reading its images.
+
+    Args:
+      data_dir, name, split: which build (:func:`prepare_tfds`).
+      expect: optional {setting: value} the build's metadata must hold (keys of
+        ``metadata.json``: dataset_format, aspect_ratio, padding, train, detections,
+        image_thre); ValueError naming the first that differs.
+
+    Returns:
+      (records, keypoint_spec): :class:`PersonRecord` s in the reader's order, read from
+      ``records.npz``, each with ``tfds_dir`` (this build) and ``record_index`` set, so that
+      :func:`mrpose_tf.data.pipeline.build_dataset` reads their images from the shards.
+    """
+    path = build_dir(data_dir, name, split)
+    meta = _metadata(path)
+    _check_settings(path, meta, expect)
+    records_file = os.path.join(path, RECORDS_FILE)
+    with tf.io.gfile.GFile(records_file, "rb") as f:
+        columns = dict(np.load(io.BytesIO(f.read())))
+    if len(columns["image_id"]) != meta["num_persons"]:
+        raise ValueError(f"{records_file}: {len(columns['image_id'])} records, but the build "
+                         f"holds {meta['num_persons']} people: prepare it again")
+    records = [
+        PersonRecord(image_path=str(columns["image_path"][i]),
+                     image_id=int(columns["image_id"][i]), center=columns["center"][i],
+                     scale=columns["scale"][i], joints=columns["joints"][i],
+                     visibility=columns["visibility"][i],
+                     box_score=float(columns["box_score"][i]), area=float(columns["area"][i]),
+                     bbox=None if np.isnan(columns["bbox"][i]).all() else columns["bbox"][i],
+                     tfds_dir=path, record_index=i)
+        for i in range(len(columns["image_id"]))]
+    return records, _spec(meta)
+
+
+def image_examples(path, input_context=None):
+    """The images of the build at ``path``, in build order, as a ``tf.data.Dataset``.
+
+    Elements: 'image_bytes' () string (the encoded file), 'image_path' () string (the path at
+    preparation) and 'record_index' (n,) int64 (the positions of the image's people in the
+    reader's order). With an ``input_context`` of several input pipelines, each reads its own
+    shards when the build has at least that many, else every n-th image.
+    """
+    builder = tfds.builder_from_directory(path)
+    (split,) = builder.info.splits.keys()
+    pipelines = 1 if input_context is None else input_context.num_input_pipelines
+    by_file = pipelines > 1 and builder.info.splits[split].num_shards >= pipelines
+    ds = builder.as_dataset(
+        split=split, shuffle_files=False,
+        read_config=tfds.ReadConfig(input_context=input_context if by_file else None),
+        decoders=tfds.decode.PartialDecoding(
+            {"image_bytes": True, "image_path": True, "persons": {"record_index": True}}))
+    if pipelines > 1 and not by_file:
+        ds = ds.shard(pipelines, input_context.input_pipeline_id)
+    return ds.map(lambda e: {"image_bytes": e["image_bytes"], "image_path": e["image_path"],
+                             "record_index": e["persons"]["record_index"]})
 
 
 def _persons_of_image(example):
@@ -228,7 +354,7 @@ def _persons_of_image(example):
 
 def records_dataset_from_tfds(data_dir, name, split="train", *, shuffle_files=False,
                               input_context=None, aspect_ratio=None):
-    """Per-person records of a TFDS build, as a ``tf.data.Dataset`` (unbatched).
+    """Per-person records of a TFDS build with their image bytes, as a ``tf.data.Dataset``.
 
     Args:
       data_dir: the TFDS data directory given to :func:`prepare_tfds`.
@@ -239,17 +365,16 @@ def records_dataset_from_tfds(data_dir, name, split="train", *, shuffle_files=Fa
       aspect_ratio: when given, raise if the build's boxes were made for another one.
 
     Returns:
-      Elements are dicts with the keys of :func:`mrpose_tf.data.records.stack_records`
-      (image_path, image_id, center, scale, joints, visibility, box_score, area) plus
-      ``image_bytes``, the encoded image file.
+      Unbatched elements in build order (images by first appearance, then their people in
+      the reader's order): dicts with the keys of
+      :func:`mrpose_tf.data.records.stack_records` (image_path, image_id, center, scale,
+      joints, visibility, box_score, area) plus ``record_index`` (the position in the
+      reader's order) and ``image_bytes``, the encoded image file.
     """
-    build_dir = _build_dir(data_dir, name, split)
+    path = build_dir(data_dir, name, split)
     if aspect_ratio is not None:
-        built = tfds_metadata(data_dir, name, split)["aspect_ratio"]
-        if abs(built - float(aspect_ratio)) > 1e-6:
-            raise ValueError(f"TFDS build {build_dir} has boxes for aspect ratio {built:.4f}, "
-                             f"not {float(aspect_ratio):.4f}: rebuild it for this input size")
-    builder = tfds.builder_from_directory(build_dir)
+        _check_settings(path, _metadata(path), {"aspect_ratio": float(aspect_ratio)})
+    builder = tfds.builder_from_directory(path)
     read_config = tfds.ReadConfig(input_context=input_context)
     ds = builder.as_dataset(split=split, shuffle_files=shuffle_files, read_config=read_config)
     return ds.map(_persons_of_image, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
@@ -281,4 +406,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    # As a script this file is '__main__', which TFDS cannot locate a builder's package from:
+    # run the builder of the imported module.
+    from mrpose_tf.data import tfds_builder
+    tfds_builder.main()

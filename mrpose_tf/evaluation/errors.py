@@ -2,15 +2,16 @@
 of the heatmap resolution (the decoded training targets).
 
 Used by ``scripts/evaluate.py --error_analysis``. Distances are in units of the longer side
-of the person's box (as the quickstart's PCK@0.1).
+of the person's box, and PCK is :mod:`mrpose_tf.evaluation.pck`'s.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from mrpose_tf.codec import decode_heatmaps
 from mrpose_tf.evaluation.coco import evaluate_coco
-from mrpose_tf.geometry import PIXEL_STD, flip_permutation
-from mrpose_tf.inference import decode_heatmaps
+from mrpose_tf.evaluation.pck import fraction_within, normalised_errors
+from mrpose_tf.geometry import PIXEL_STD, flip_permutation, person_area
 
 PCK_THRESHOLDS = (0.1, 0.05, 0.025)
 # A labelled keypoint is a left/right swap when it is off by more than SWAP_MIN_ERROR box
@@ -34,27 +35,22 @@ def keypoint_errors(predicted, joints, visibility, box_sides, flip_pairs, names=
       labelled keypoints that are left/right swaps), and 'per_joint' {name: {'median_error',
       'swap_rate', 'labelled'}}.
     """
-    predicted = np.asarray(predicted, np.float64)
-    joints = np.asarray(joints, np.float64)
     labelled = np.asarray(visibility) > 0
-    sides = np.asarray(box_sides, np.float64)
-    if predicted.shape != joints.shape or predicted.shape[:2] != labelled.shape \
-            or sides.shape != predicted.shape[:1]:
-        raise ValueError(f"shapes disagree: predicted {predicted.shape}, joints {joints.shape}, "
-                         f"visibility {labelled.shape}, box_sides {sides.shape}")
-    if np.any(sides <= 0):
-        raise ValueError("box_sides must be positive")
+    if np.asarray(predicted).shape[:2] != labelled.shape:
+        raise ValueError(f"shapes disagree: predicted {np.asarray(predicted).shape}, "
+                         f"visibility {labelled.shape}")
+    joints = np.asarray(joints, np.float64)
     num_joints = joints.shape[1]
     names = list(names) if names is not None else [str(j) for j in range(num_joints)]
-    error = np.linalg.norm(predicted - joints, axis=-1) / sides[:, None]
+    error = normalised_errors(predicted, joints, box_sides)
     mirror = flip_permutation(num_joints, flip_pairs)
-    mirror_error = np.linalg.norm(predicted - joints[:, mirror], axis=-1) / sides[:, None]
+    mirror_error = normalised_errors(predicted, joints[:, mirror], box_sides)
     has_partner = (mirror != np.arange(num_joints))[None, :] & labelled[:, mirror]
     swapped = labelled & has_partner & (error > SWAP_MIN_ERROR) & (mirror_error <= 0.5 * error)
     count = int(labelled.sum())
     out = {"labelled": count}
     for threshold in PCK_THRESHOLDS:
-        out[f"PCK@{threshold}"] = float((labelled & (error < threshold)).sum() / max(count, 1))
+        out[f"PCK@{threshold}"] = fraction_within(error, labelled, threshold)
     out["swap_rate"] = float(swapped.sum() / max(count, 1))
     out["per_joint"] = {
         name: {"labelled": int(labelled[:, j].sum()),
@@ -93,7 +89,7 @@ def resolution_ceiling(records, config, keypoints, annotation_file):
             people.append({"image_id": int(batch["image_id"][i]),
                            "keypoints": np.concatenate([coords[i], maxvals[i][:, None]], -1),
                            "box_score": 1.0,
-                           "area": float(np.prod(scale[i].astype(np.float64) * PIXEL_STD))})
+                           "area": float(person_area(scale[i]))})
     return evaluate_coco(people, annotation_file, float(config.test.in_vis_thre),
                          float(config.test.oks_thre), keypoints.sigmas)
 

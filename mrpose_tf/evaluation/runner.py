@@ -2,8 +2,8 @@
 
 Used by ``scripts/evaluate.py`` and by the trainer (``evaluate_fn=lambda m: evaluate_model(m,
 config)``). Crops come from the tf.data pipeline (:func:`mrpose_tf.data.pipeline.build_dataset`
-with ``train=False``), heatmaps from :func:`mrpose_tf.inference.predict_heatmaps` (flip test
-as configured) and keypoints from :func:`mrpose_tf.inference.decode_heatmaps`.
+with ``train=False``), heatmaps from :func:`mrpose_tf.predictor.predict_heatmaps` (flip test
+as configured) and keypoints from :func:`mrpose_tf.codec.decode_heatmaps`.
 """
 from __future__ import annotations
 
@@ -16,30 +16,31 @@ import numpy as np
 
 from mrpose_tf.evaluation.coco import evaluate_coco
 from mrpose_tf.evaluation.mpii import evaluate_mpii
-from mrpose_tf.geometry import PIXEL_STD
-from mrpose_tf.inference import decode_heatmaps, predict_heatmaps
+from mrpose_tf.codec import decode_heatmaps
+from mrpose_tf.geometry import person_area
+from mrpose_tf.predictor import predict_heatmaps
 
 _log = logging.getLogger(__name__)
 
 
-def predict_records(model, records, config, keypoints, flip_test=None, progress=False,
-                    max_decode_ratio=1):
+def predict_records(model, records, config, keypoints, flip_test=None, progress=False):
     """Keypoints of every person record (crops from the evaluation pipeline).
 
     Args:
       model: keras model or callable on preprocessed crops.
-      records: list of :class:`mrpose_tf.data.records.PersonRecord`.
+      records: sequence of :class:`mrpose_tf.data.records.PersonRecord` (from image files
+        or from a TFDS build, as :func:`mrpose_tf.data.pipeline.read_split` gives them).
       config: experiment ConfigDict (model.input_size, model.heatmap_size, test.*).
       keypoints: the :class:`mrpose_tf.keypoints.KeypointSpec` (flip pairs).
       flip_test: override ``config.test.flip_test``.
       progress: show a progress bar.
-      max_decode_ratio: JPEG DCT downscaling allowed by the pipeline (1: exact crops).
 
     Returns:
-      dict of numpy arrays, one row per person that was read (unreadable images are
-      skipped and counted): 'keypoints' (N, K, 3: x, y, score), 'center', 'scale',
-      'image_id', 'box_score', 'area' (scale_x * scale_y * 200^2, as the reference), and the
-      counts 'skipped_images' (unreadable) and 'skipped_boxes' (zero-size boxes).
+      dict of numpy arrays, one row per person that was read, in the order of ``records``
+      (unreadable images are skipped and counted): 'keypoints' (N, K, 3: x, y, score),
+      'center', 'scale', 'image_id', 'box_score', 'area'
+      (:func:`mrpose_tf.geometry.person_area`), and the counts 'skipped_images'
+      (unreadable) and 'skipped_boxes' (zero-size boxes).
     """
     import keras
 
@@ -56,35 +57,36 @@ def predict_records(model, records, config, keypoints, flip_test=None, progress=
                      records[sized.index(False)].image_id)
     if not any(sized):
         raise ValueError(f"all {len(records)} person boxes have zero size")
-    usable = [r for r, ok in zip(records, sized) if ok]
-    records = usable
+    # Each record names where its image is (a file or a TFDS build), so a subset reads alike.
+    records = [r for r, ok in zip(records, sized) if ok]
     flip_test = config.test.flip_test if flip_test is None else flip_test
     batch_size = int(config.test.batch_size)
     skipped = make_skipped_counter()
     dataset = build_dataset(records, keypoints=keypoints, input_size=config.model.input_size,
                             heatmap_size=config.model.heatmap_size, sigma=config.model.sigma,
-                            train=False, batch_size=batch_size, skipped_counter=skipped,
-                            max_decode_ratio=max_decode_ratio)
+                            train=False, batch_size=batch_size, skipped_counter=skipped)
     bar = keras.utils.Progbar(math.ceil(len(records) / batch_size), unit_name="batch") \
         if progress else None
-    columns = {k: [] for k in ("keypoints", "center", "scale", "image_id", "box_score")}
+    columns = {k: [] for k in ("keypoints", "center", "scale", "image_id", "box_score",
+                               "record_position")}
     for step, batch in enumerate(dataset):
         heatmaps = predict_heatmaps(model, batch["image"].numpy(), keypoints.flip_pairs,
                                     flip_test, bool(config.test.shift_heatmap))
         center, scale = batch["center"].numpy(), batch["scale"].numpy()
         coords, maxvals = decode_heatmaps(heatmaps, center, scale)
         columns["keypoints"].append(np.concatenate([coords, maxvals[..., None]], axis=-1))
-        columns["center"].append(center)
-        columns["scale"].append(scale)
-        columns["image_id"].append(batch["image_id"].numpy())
-        columns["box_score"].append(batch["box_score"].numpy())
+        for key in ("center", "scale", "image_id", "box_score", "record_position"):
+            columns[key].append(batch[key].numpy())
         if bar is not None:
             bar.update(step + 1)
     if not columns["keypoints"]:
         raise ValueError(f"none of the {len(records)} person records could be read "
                          f"({int(skipped.numpy())} unreadable images)")
-    out = {k: np.concatenate(v) for k, v in columns.items()}
-    out["area"] = np.prod(out["scale"].astype(np.float64) * PIXEL_STD, axis=1)
+    # A TFDS build yields its people grouped by image: back to the order of the records
+    # (MPII's PCKh pairs predictions with the ground truth by position).
+    order = np.argsort(np.concatenate(columns.pop("record_position")), kind="stable")
+    out = {k: np.concatenate(v)[order] for k, v in columns.items()}
+    out["area"] = person_area(out["scale"])
     out["skipped_images"] = int(skipped.numpy())
     out["skipped_boxes"] = skipped_boxes
     return out

@@ -48,27 +48,16 @@ def convert_pose_model(model, quantizations, representative_crops=None, winograd
     return converted
 
 
-def convert_to_tflite(model, quantization="fp32", representative_crops=None):
-    """Serialized TFLite flatbuffer of ``model`` with a fixed batch of 1.
+def convert_all(model, quantizations, representative_crops=None):
+    """Serialized TFLite flatbuffers of ``model`` with a fixed batch of 1, one per quantization.
+
+    One batch-1 SavedModel is traced and converted once per quantization.
 
     Args:
       model: a keras model (N, H, W, 3) float32 -> (N, h, w, K); pass the sub-pixel
         :func:`~mrpose_tf.export.subpixel.inference_model` for speed.
-      quantization: 'fp32', 'fp16' (float16 weights) or 'int8' (full-integer, calibrated).
-      representative_crops: (N, H, W, 3) preprocessed float32 crops; required for 'int8'.
-
-    Returns:
-      bytes of the .tflite model.
-    """
-    return convert_all(model, (quantization,), representative_crops)[quantization]
-
-
-def convert_all(model, quantizations, representative_crops=None):
-    """:func:`convert_to_tflite` for several quantizations from one traced SavedModel.
-
-    Args:
-      model: as for :func:`convert_to_tflite`.
-      quantizations: a sequence of 'fp32', 'fp16', 'int8'.
+      quantizations: a sequence of 'fp32', 'fp16' (float16 weights) and 'int8'
+        (full-integer, calibrated).
       representative_crops: (N, H, W, 3) preprocessed float32 crops; required for 'int8'.
 
     Returns:

@@ -6,7 +6,6 @@ from keras import layers
 
 from mrpose_tf.models.architectures import ARCHITECTURES
 from mrpose_tf.models.backbones import BACKBONES, build_backbone, zero_init_residual
-from mrpose_tf.models.blocks import transposed_conv_form
 
 HEATMAP_STRIDE = 4
 
@@ -75,4 +74,4 @@ def head_trainable_params(model, backbone="resnet50"):
 
 
 __all__ = ["ARCHITECTURES", "BACKBONES", "HEATMAP_STRIDE", "build_model", "dtype_policy",
-           "head_trainable_params", "transposed_conv_form", "zero_init_residual"]
+           "head_trainable_params", "zero_init_residual"]

@@ -16,22 +16,13 @@ previous checkpoint as the latest one. The data position is the step counter: ep
 are skipped on resume.
 """
 import json
+import math
 import os
 import shutil
 
 import tensorflow as tf
 
-
-def atomic_write_json(path, value):
-    """Writes ``value`` as JSON to ``path`` via a temporary file and a rename."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, sort_keys=True, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+from mrpose_tf.files import atomic_write_json
 
 
 def _is_chief(strategy):
@@ -105,10 +96,16 @@ class RunState:
         return path
 
     def save_if_best(self, metric, value, higher_is_better=True):
-        """Saves into best/ when ``value`` beats the best so far; returns whether it did."""
+        """Saves into best/ when ``value`` beats the best so far; returns whether it did.
+
+        A NaN value is never the best, and a NaN best (from an older run) is beaten by any
+        number, so a NaN can neither take nor freeze best/.
+        """
         record = self.best_record
-        better = record is None or (value > record["value"] if higher_is_better
-                                    else value < record["value"])
+        if not math.isfinite(value):
+            return False
+        best = float(record["value"]) if record is not None else math.nan
+        better = not math.isfinite(best) or (value > best if higher_is_better else value < best)
         if not better:
             return False
         self.best.save(checkpoint_number=int(self.step.numpy()))

@@ -7,6 +7,8 @@ that a resumed epoch replays the same order.
 import numpy as np
 import tensorflow as tf
 
+from mrpose_tf.keypoints import KeypointSpec
+
 
 def per_replica_batch_size(input_context, global_batch):
     """The per-replica batch of ``global_batch`` (1 replica without an input context)."""
@@ -75,10 +77,13 @@ class TrainingData:
 
     Attributes:
       train_fn: ``fn(input_context, epoch)`` -> per-replica training batches (infinite).
-      val_fn: ``fn(input_context)`` -> validation batches on ground-truth boxes, or None.
+      val_fn: ``fn(input_context)`` -> validation batches on ground-truth boxes, or None
+        (fewer people than a test batch, or a TFDS validation build of detector boxes).
       steps_per_epoch: global batches per epoch (training people // global batch).
-      val_records, keypoints: validation records (the config's test boxes) and keypoint set
-        for the paper's evaluation, or None (the 'random' set).
+      val_records: validation records (the config's test boxes) for the paper's evaluation,
+        or None (the 'random' set).
+      keypoints: the keypoint set (for the 'random' set: unnamed joints, the config's
+        ``dataset.flip_pairs`` or none).
     """
 
     def __init__(self, train_fn, val_fn, steps_per_epoch, val_records=None, keypoints=None):
@@ -99,8 +104,10 @@ def _random_data(config):
     train = random_examples(global_batch * RANDOM_STEPS_PER_EPOCH, *sizes,
                             seed=int(config.train.seed))
     val = random_examples(global_batch, *sizes, seed=int(config.train.seed) + 1)
+    keypoints = KeypointSpec.unnamed(sizes[2], config.dataset.get("flip_pairs"), "random")
     return TrainingData(tensor_dataset_fn(train, global_batch, int(config.train.seed), True),
-                        tensor_dataset_fn(val, global_batch), RANDOM_STEPS_PER_EPOCH)
+                        tensor_dataset_fn(val, global_batch), RANDOM_STEPS_PER_EPOCH,
+                        keypoints=keypoints)
 
 
 def training_data_from_config(config):
@@ -108,8 +115,10 @@ def training_data_from_config(config):
 
     ``dataset.name == 'random'`` gives in-memory random examples
     (:data:`RANDOM_STEPS_PER_EPOCH` global batches per epoch; smoke tests and benchmarks);
-    every other name reads records with :func:`mrpose_tf.data.pipeline.read_split` once and
-    builds the augmented pipeline per epoch with seed ``train.seed + epoch``.
+    every other name reads records with :func:`mrpose_tf.data.pipeline.read_split` once
+    (from the annotation files, or from the TFDS builds of ``dataset.tfds_name``, whose
+    images then stream from their shards) and builds the augmented pipeline per epoch with
+    seed ``train.seed + epoch``.
 
     Args:
       config: an experiment ConfigDict.
@@ -124,16 +133,20 @@ def training_data_from_config(config):
     train_records, keypoints = read_split(config, "train")
     global_batch = int(config.train.batch_size)
     steps_per_epoch = len(train_records) // global_batch
+    where = (f"TFDS build {config.dataset.tfds_name}_train" if config.dataset.tfds_name
+             else config.dataset.root)
     if steps_per_epoch < 1:
         raise ValueError(f"{config.dataset.name}: {len(train_records)} training people in "
-                         f"{config.dataset.root} are fewer than one batch of {global_batch}")
-    gt_config = config.copy_and_resolve_references()
-    with gt_config.unlocked():
-        gt_config.test.use_gt_boxes = True  # loss/PCK need labelled joints
-    val_gt_records, _ = read_split(gt_config, "val")
-    val_records = val_gt_records
+                         f"{where} are fewer than one batch of {global_batch}")
+    val_records, _ = read_split(config, "val")
+    val_gt_records = val_records  # the validation loss and PCK need labelled joints
     if not config.test.use_gt_boxes and config.test.detections:
-        val_records, _ = read_split(config, "val")
+        val_gt_records = None
+        if not config.dataset.tfds_name:  # a TFDS build holds one kind of box per split
+            gt_config = config.copy_and_resolve_references()
+            with gt_config.unlocked():
+                gt_config.test.use_gt_boxes = True
+            val_gt_records, _ = read_split(gt_config, "val")
     common = dict(keypoints=keypoints, input_size=tuple(config.model.input_size),
                   heatmap_size=tuple(config.model.heatmap_size), sigma=float(config.model.sigma))
     checked = []
@@ -154,5 +167,6 @@ def training_data_from_config(config):
                              input_context=input_context, drop_remainder=True,
                              check_files=False, **common)
 
-    return TrainingData(train_fn, val_fn if len(val_gt_records) >= config.test.batch_size
-                        else None, steps_per_epoch, val_records, keypoints)
+    has_val = val_gt_records is not None and len(val_gt_records) >= config.test.batch_size
+    return TrainingData(train_fn, val_fn if has_val else None, steps_per_epoch, val_records,
+                        keypoints)

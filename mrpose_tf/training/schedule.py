@@ -12,33 +12,30 @@ def lr_boundaries(lr_epochs, steps_per_epoch):
 
     Returns:
       Sorted step numbers: the rate of step ``s`` (0-based) is dropped once per boundary b
-      with ``s >= b``.
+      with ``s >= b`` (the authors' ``MultiStepLR``, stepped once per epoch).
+
+    Raises:
+      ValueError: ``steps_per_epoch < 1`` or epochs that are not increasing and positive.
     """
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
     epochs = [int(e) for e in lr_epochs]
-    if epochs != sorted(epochs) or any(e < 1 for e in epochs):
+    if any(b <= a for a, b in zip(epochs, epochs[1:])) or any(e < 1 for e in epochs):
         raise ValueError(f"lr_steps must be increasing positive epochs, got {tuple(lr_epochs)}")
     return [e * steps_per_epoch for e in epochs]
 
 
-class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """``base_lr * factor ** (number of boundaries <= step)`` (MultiStepLR of the authors)."""
+def step_decay(base_lr, boundaries, factor):
+    """``base_lr * factor ** (number of boundaries <= step)`` as Keras' PiecewiseConstantDecay.
 
-    def __init__(self, base_lr, boundaries, factor):
-        self.base_lr = float(base_lr)
-        self.boundaries = [int(b) for b in boundaries]
-        self.factor = float(factor)
-
-    def __call__(self, step):
-        step = keras.ops.cast(step, "int64")
-        drops = keras.ops.zeros((), "float32")
-        for boundary in self.boundaries:
-            drops = drops + keras.ops.cast(step >= boundary, "float32")
-        return self.base_lr * keras.ops.power(self.factor, drops)
-
-    def get_config(self):
-        return {"base_lr": self.base_lr, "boundaries": self.boundaries, "factor": self.factor}
+    PiecewiseConstantDecay moves to the next value when ``step > boundary``; the paper's
+    rule drops the rate at ``step >= boundary``, hence the boundaries minus one.
+    """
+    if not boundaries:
+        return keras.optimizers.schedules.PiecewiseConstantDecay([0], [base_lr, base_lr])
+    values = [base_lr * factor ** i for i in range(len(boundaries) + 1)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay([b - 1 for b in boundaries],
+                                                             values)
 
 
 SCHEDULES = ("step", "cosine")
@@ -61,9 +58,9 @@ def learning_rate_schedule(train_config, steps_per_epoch):
     """
     kind = train_config.get("lr_schedule", "step")
     if kind == "step":
-        return StepDecay(train_config.learning_rate,
-                         lr_boundaries(train_config.lr_steps, steps_per_epoch),
-                         train_config.lr_factor)
+        return step_decay(float(train_config.learning_rate),
+                          lr_boundaries(train_config.lr_steps, steps_per_epoch),
+                          float(train_config.lr_factor))
     if kind != "cosine":
         raise ValueError(f"config.train.lr_schedule must be one of {SCHEDULES}, got {kind!r}")
     max_steps = int(train_config.get("max_steps", -1))

@@ -9,7 +9,14 @@ step equals one step on the whole global batch. Under several replicas BatchNorm
 synchronized (statistics of the global batch), so the trained and saved statistics are the
 same as on one device; ``config.train.sync_batch_norm = False`` gives the per-replica
 statistics of the paper's DataParallel instead (the saved ones are then replica 0's).
+
+The loop reads the loss to the host only at log steps and before every checkpoint (the
+losses of the steps in between are summed on the device), so an accelerator is never
+stalled by a step that does not log; a non-finite sum stops the run before anything is
+saved. Progress goes to TensorBoard and, as JSON lines, to ``WORKDIR/metrics.jsonl``
+(:func:`read_metrics`), which reports and plots read back.
 """
+import json
 import math
 import os
 import sys
@@ -20,13 +27,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mrpose_tf.files import atomic_write_json
+from mrpose_tf.keypoints import save_keypoint_set
 from mrpose_tf.losses import joints_mse
-from mrpose_tf.models import (blocks, build_model, dtype_policy, transposed_conv_form,
-                              zero_init_residual)
-from mrpose_tf.training.checkpointing import RunState, atomic_write_json
-from mrpose_tf.training.fused_adam import FusedAdam
-from mrpose_tf.training.fused_batch_norm import use_fused_batch_norm
+from mrpose_tf.models import build_model, dtype_policy, zero_init_residual
+from mrpose_tf.training.checkpointing import RunState
 from mrpose_tf.training.metrics import heatmap_pck_counts
+from mrpose_tf.training.optimizer import make_optimizer
+from mrpose_tf.training.rewrite import rewrite_for_training
 from mrpose_tf.training.schedule import learning_rate_schedule
 from mrpose_tf.training.strategy import device_kind
 
@@ -38,60 +46,42 @@ class TrainingDiverged(RuntimeError):
 
 
 def build_training_model(config, strategy, precision="float32"):
-    """The config's network, built in the strategy's scope under a dtype policy.
+    """The config's network in its training form, built in the strategy's scope.
 
     Args:
-      config: the run config (``config.model`` fields, ``config.train.sync_batch_norm``).
+      config: the run config (``config.model`` fields; ``config.train.sync_batch_norm``,
+        ``fused_batch_norm``, ``unbiased_running_variance`` and ``transposed_conv``).
       strategy: a tf.distribute strategy.
       precision: a Keras dtype policy name ('float32', 'mixed_float16', 'mixed_bfloat16').
 
     Returns:
-      The keras.Model; with several replicas its BatchNorm layers are synchronized unless
-      ``config.train.sync_batch_norm`` is False. Unsynchronized BatchNorm layers run TF's
-      fused kernel (:mod:`mrpose_tf.training.fused_batch_norm`) unless
-      ``config.train.fused_batch_norm`` is False. Under the default transposed-conv form
-      ('auto') its transposed convs take the form
-      :func:`mrpose_tf.models.blocks.uses_matmul_form` picks on CPUs, where that rule was
-      measured, and are keras' Conv2DTranspose on GPUs and TPUs.
+      The keras.Model of :func:`mrpose_tf.build_model` after
+      :func:`mrpose_tf.training.rewrite.rewrite_for_training`: PyTorch's BatchNorm moving
+      variance, synchronized across several replicas unless ``sync_batch_norm`` is False;
+      on CPUs the fused BatchNorm kernel and the measured matmul form of the transposed
+      convs. Its checkpoints load into the plain model.
+
+    Raises:
+      ValueError: ``zero_init_residual`` together with pretrained backbone weights.
     """
-    form = blocks.TRANSPOSED_CONV_FORM
-    if form == "auto" and device_kind(strategy) != "cpu":
-        form = "native"
     weights = config.model.backbone_weights or None
     zero_init = config.model.get("zero_init_residual", False)
     if zero_init and weights is not None:
         raise ValueError("config.model.zero_init_residual is for random initialisation; it would "
                          f"overwrite the backbone_weights {weights!r} (set them to None)")
-    with dtype_policy(precision), transposed_conv_form(form), strategy.scope():
+    train = config.train
+    with dtype_policy(precision), strategy.scope():
         model = build_model(config.model.arch, config.model.backbone,
                             int(config.model.num_joints), tuple(config.model.input_size),
                             backbone_weights=weights)
         if zero_init:
             zero_init_residual(model)
-    if strategy.num_replicas_in_sync > 1 and config.train.sync_batch_norm:
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.synchronized = True  # read at call time; the model code stays untouched
-    if config.train.get("fused_batch_norm", True):
-        use_fused_batch_norm(model)  # synchronized layers keep the Keras path
-    return model
-
-
-def make_optimizer(train_config, steps_per_epoch, precision="float32"):
-    """Adam on the config's schedule; wrapped for loss scaling under float16.
-
-    Keras' Adam, its update computed by TF's fused kernel
-    (:mod:`mrpose_tf.training.fused_adam`: the same maths to float rounding, the same
-    variables) unless ``train_config.fused_adam`` is False.
-    """
-    if train_config.optimizer != "adam":
-        raise ValueError(f"config.train.optimizer must be 'adam' (the paper's), "
-                         f"got {train_config.optimizer!r}")
-    adam = FusedAdam if train_config.get("fused_adam", True) else keras.optimizers.Adam
-    optimizer = adam(learning_rate_schedule(train_config, steps_per_epoch))
-    if precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
+        return rewrite_for_training(
+            model, cpu=device_kind(strategy) == "cpu",
+            transposed_conv=train.get("transposed_conv", "auto"),
+            fused_batch_norm=bool(train.get("fused_batch_norm", True)),
+            unbiased_running_variance=bool(train.get("unbiased_running_variance", True)),
+            synchronized=strategy.num_replicas_in_sync > 1 and bool(train.sync_batch_norm))
 
 
 def _release_in_background(holder):
@@ -120,14 +110,16 @@ class Trainer:
 
     Args:
       config: the run's ConfigDict (model, train sections).
-      workdir: where checkpoints, config.json and TensorBoard summaries go.
+      workdir: where checkpoints, config.json, keypoints.json, metrics.jsonl and TensorBoard
+        summaries go.
       strategy: a tf.distribute strategy (see :func:`mrpose_tf.training.make_strategy`).
       steps_per_epoch: optimizer steps (global batches) per epoch.
       precision: 'float32', 'mixed_float16' or 'mixed_bfloat16'.
       jit_compile: XLA-compile the loss-and-gradient function.
       log: a function taking one line of text (progress lines).
-      keypoints: optional :class:`mrpose_tf.keypoints.KeypointSpec`; with it, validation
-        also writes a few predicted skeletons on validation crops to TensorBoard.
+      keypoints: the run's :class:`mrpose_tf.keypoints.KeypointSpec`, saved as
+        ``keypoints.json`` for inference and export; validation also draws a few predicted
+        skeletons on validation crops to TensorBoard with it. Optional (tests).
     """
 
     def __init__(self, config, workdir, strategy, steps_per_epoch, precision="float32",
@@ -153,15 +145,14 @@ class Trainer:
 
         keras.utils.set_random_seed(int(config.train.seed))
         self.model = build_training_model(config, strategy, precision)
-        with strategy.scope():
-            self.optimizer = make_optimizer(config.train, self.steps_per_epoch, precision)
-            self.optimizer.build(self.model.trainable_variables)
         self.schedule = learning_rate_schedule(config.train, self.steps_per_epoch)
+        with strategy.scope():
+            self.optimizer = make_optimizer(config.train, self.schedule, precision)
+            self.optimizer.build(self.model.trainable_variables)
         self._multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) \
             and strategy.extended._num_workers > 1
-        # One replica on the CPU: feed the tf.data batches to it as they are. The distributed
-        # iterator (a multi-device iterator) made training slower here: SimpleBaseline 256x192
-        # bfloat16, batch 8, 7.8 vs 8.8 img/s; the quickstart 37.6 vs 44.8 img/s.
+        # One replica on the CPU: feed the tf.data batches to it as they are (the distributed
+        # iterator, a multi-device iterator, makes the step slower there; see docs/).
         self._plain_input = (isinstance(strategy, tf.distribute.OneDeviceStrategy)
                              and device_kind(strategy) == "cpu")
         self.state = RunState(workdir, strategy, self.model, self.optimizer,
@@ -172,6 +163,8 @@ class Trainer:
         self._eval_step = tf.function(self._distributed_eval_step)
         if self.state.is_chief:
             atomic_write_json(os.path.join(workdir, "config.json"), config.to_dict())
+            if keypoints is not None:
+                save_keypoint_set(keypoints, workdir)
 
     # ---- steps ---------------------------------------------------------------------------
 
@@ -274,156 +267,228 @@ class Trainer:
 
         Returns:
           A dict: step, epoch, stopped ('done' | 'max_steps' | 'max_minutes'),
-          train_seconds, images_per_second, last_loss, metrics (last validation).
+          train_seconds, images_per_second, last_loss (mean of the last logged steps),
+          metrics (last validation).
 
         Raises:
           TrainingDiverged: the loss became NaN/inf; the last checkpoint is left intact.
         """
-        train = self.config.train
-        resumed = self.state.restore_latest()
-        step = int(self.state.step.numpy())
-        if resumed is not None:
+        run = _RunProgress(self, self.state.restore_latest())
+        if run.resumed is not None:
             self.log(f"resumed from {self.state.latest.latest_checkpoint or 'checkpoint'} "
-                     f"at step {step}")
-        log_every = max(1, int(train.log_every_steps))
-        checkpoint_every = max(1, int(train.checkpoint_every_steps))
-        eval_every = max(1, int(train.eval_every_epochs))
-        budget = float(train.max_minutes) * 60.0 if float(train.max_minutes) > 0 else math.inf
-        paper_metric = "Mean" if self.config.dataset.name == "mpii" else "AP"  # PCKh or OKS AP
-        best_metric = train.best_metric or (paper_metric if evaluate_fn else "PCK")
-        writers = self._summary_writers()
-        started = time.monotonic()
-        interval_start, interval_steps, interval_loss = started, 0, 0.0
-        trained_steps, loss, metrics, stopped = 0, float("nan"), {}, "done"
-        saved_step = step if resumed is not None else None
+                     f"at step {run.step}")
         iterator = None
-        while step < self.total_steps:
-            epoch, position = divmod(step, self.steps_per_epoch)
+        while run.step < self.total_steps and run.stopped == "done":
+            epoch, position = divmod(run.step, self.steps_per_epoch)
             self.state.epoch.assign(epoch)
             if iterator is not None:
                 holder, iterator = [iterator], None
                 _release_in_background(holder)
             iterator = iter(self.distribute(train_dataset_fn, epoch, skip_steps=position))
-            while position < self.steps_per_epoch and step < self.total_steps:
-                try:
-                    batch = next(iterator)
-                except StopIteration:
-                    raise ValueError(
-                        f"the training dataset of epoch {epoch} ended after {position} of "
-                        f"steps_per_epoch={self.steps_per_epoch} global batches") from None
-                loss = float(self.train_step(batch))
-                if not math.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"loss is {loss} at step {step + 1} (epoch {epoch}); stopping without "
-                        f"saving. The last good checkpoint is step {saved_step} in "
-                        f"{os.path.join(self.workdir, 'checkpoints')}")
-                step += 1
-                position += 1
-                trained_steps += 1
-                interval_steps += 1
-                interval_loss += loss
-                self.state.step.assign(step)
-                over_budget = time.monotonic() - started > budget
-                if step % log_every == 0 or step == self.total_steps or over_budget:
-                    now = time.monotonic()
-                    rate = interval_steps * self.global_batch / max(now - interval_start, 1e-9)
-                    self._log_progress(writers, step, epoch, interval_loss / interval_steps,
-                                       rate, now - started)
-                    interval_start, interval_steps, interval_loss = now, 0, 0.0
-                elif _is_tty():
-                    print(f"\rstep {step}/{self.total_steps} loss {loss:.6f}", end="",
-                          flush=True)
-                if step % checkpoint_every == 0:
-                    self.state.save()
-                    saved_step = step
-                if self._multi_worker:  # workers' clocks differ: decide together
-                    over_budget = step % log_every == 0 and self._any_worker(over_budget)
-                if over_budget:
-                    stopped = "max_minutes"
-                    break
-            if stopped == "max_minutes":
-                break
-            if position == self.steps_per_epoch:
-                self.state.epoch.assign(epoch + 1)
-                if saved_step != step:
-                    self.state.save()
-                    saved_step = step
-                last_epoch = (epoch + 1) * self.steps_per_epoch >= self.total_steps
-                if (val_dataset_fn or evaluate_fn) and ((epoch + 1) % eval_every == 0
-                                                        or last_epoch):
-                    metrics = self._validate_and_keep_best(
-                        val_dataset_fn, evaluate_fn, best_metric, writers, step)
+            self._train_epoch(run, iterator, epoch)
+            if run.stopped == "done" and run.step % self.steps_per_epoch == 0:
+                self._end_epoch(run, epoch, val_dataset_fn, evaluate_fn)
         if iterator is not None:
             holder, iterator = [iterator], None
             _release_in_background(holder)
-        if saved_step != step:
-            self.state.save()
-        if stopped == "done" and int(train.max_steps) > 0:
-            stopped = "max_steps"
-        seconds = time.monotonic() - started
-        for writer in writers.values():
-            writer.flush()
-        return {"step": step, "epoch": step / self.steps_per_epoch, "stopped": stopped,
-                "train_seconds": seconds, "last_loss": loss, "metrics": metrics,
-                "images_per_second": trained_steps * self.global_batch / max(seconds, 1e-9)}
+        run.save()
+        if run.stopped == "done" and int(self.config.train.max_steps) > 0:
+            run.stopped = "max_steps"
+        run.close()
+        seconds = time.monotonic() - run.started
+        return {"step": run.step, "epoch": run.step / self.steps_per_epoch,
+                "stopped": run.stopped, "train_seconds": seconds, "last_loss": run.last_loss,
+                "metrics": run.metrics,
+                "images_per_second": run.trained_steps * self.global_batch / max(seconds, 1e-9)}
 
-    def _validate_and_keep_best(self, val_dataset_fn, evaluate_fn, best_metric, writers,
-                                step):
+    def _train_epoch(self, run, iterator, epoch):
+        """Steps of ``epoch`` until its end, the run's last step or the time budget."""
+        train = self.config.train
+        log_every = max(1, int(train.log_every_steps))
+        checkpoint_every = max(1, int(train.checkpoint_every_steps))
+        position = run.step - epoch * self.steps_per_epoch
+        while position < self.steps_per_epoch and run.step < self.total_steps:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                raise ValueError(
+                    f"the training dataset of epoch {epoch} ended after {position} of "
+                    f"steps_per_epoch={self.steps_per_epoch} global batches") from None
+            run.add_loss(self.train_step(batch))  # a device tensor: no host read here
+            position += 1
+            self.state.step.assign(run.step)
+            over_budget = time.monotonic() - run.started > run.budget
+            if run.step % log_every == 0 or run.step == self.total_steps or over_budget:
+                run.log(epoch)
+            elif _is_tty():
+                print(f"\rstep {run.step}/{self.total_steps}", end="", flush=True)
+            if run.step % checkpoint_every == 0:
+                run.save()
+            if self._multi_worker:  # workers' clocks differ: decide together
+                over_budget = run.step % log_every == 0 and self._any_worker(over_budget)
+            if over_budget:
+                run.stopped = "max_minutes"
+                return
+
+    def _end_epoch(self, run, epoch, val_dataset_fn, evaluate_fn):
+        """Checkpoint at the epoch's end, then validate when the config says."""
+        self.state.epoch.assign(epoch + 1)
+        run.save()
+        eval_every = max(1, int(self.config.train.eval_every_epochs))
+        last_epoch = (epoch + 1) * self.steps_per_epoch >= self.total_steps
+        if (val_dataset_fn or evaluate_fn) and ((epoch + 1) % eval_every == 0 or last_epoch):
+            run.metrics = self._validate_and_keep_best(run, val_dataset_fn, evaluate_fn)
+
+    def _validate_and_keep_best(self, run, val_dataset_fn, evaluate_fn):
         metrics = self.validate(val_dataset_fn) if val_dataset_fn else {}
         if evaluate_fn:
             metrics.update(evaluate_fn(self.model))
-        with writers["val"].as_default(step=step):
-            for name, value in metrics.items():
-                if isinstance(value, (int, float)):
-                    tf.summary.scalar(name, value)
-            if self.keypoints is not None and val_dataset_fn and self.state.is_chief:
+        scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        run.write("val", scalars)
+        if self.keypoints is not None and val_dataset_fn and self.state.is_chief:
+            with run.writers["val"].as_default(step=run.step):
                 tf.summary.image("predicted_skeletons", self._skeleton_images(val_dataset_fn),
                                  max_outputs=SKELETON_IMAGES)
-        line = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()
-                         if isinstance(v, (int, float)))
-        self.log(f"validation at step {step}: {line}")
-        if best_metric in metrics:
-            higher = not best_metric.endswith("loss")
-            if self.state.save_if_best(best_metric, metrics[best_metric], higher):
-                self.log(f"new best {best_metric} {metrics[best_metric]:.4f} at step {step}")
+        line = ", ".join(f"{k} {v:.4f}" for k, v in scalars.items())
+        self.log(f"validation at step {run.step}: {line}")
+        best_metric = self.config.train.best_metric
+        if best_metric not in scalars:
+            self.log(f"no {best_metric!r} (config.train.best_metric) among the validation "
+                     f"metrics {sorted(scalars)}: best/ is not updated")
+            return metrics
+        higher = not best_metric.endswith("loss")
+        if self.state.save_if_best(best_metric, scalars[best_metric], higher):
+            self.log(f"new best {best_metric} {scalars[best_metric]:.4f} at step {run.step}")
         return metrics
 
     def _skeleton_images(self, val_dataset_fn):
         """Predicted skeletons (heatmap argmax) drawn on the first validation crops."""
-        from mrpose_tf.inference import argmax_heatmaps
+        from mrpose_tf.codec import heatmap_argmax
         from mrpose_tf.preprocessing import BGR_MEAN
         from mrpose_tf.visualization import draw_skeleton
 
         batch = next(iter(val_dataset_fn(None)))
         images = batch["image"][:SKELETON_IMAGES].numpy()
         heatmaps = self.model(images, training=False).numpy()
-        coords, scores = argmax_heatmaps(heatmaps)
+        coords, scores = heatmap_argmax(heatmaps)
         stride = images.shape[1] / heatmaps.shape[1]
         crops = np.clip(images + np.asarray(BGR_MEAN, np.float32), 0, 255)[..., ::-1]
         drawn = [draw_skeleton(crop.astype(np.uint8), points * stride, score, self.keypoints)
                  for crop, points, score in zip(crops, coords, scores)]
         return np.stack(drawn)
 
-    def _summary_writers(self):
-        if not self.state.is_chief:
-            return {"train": tf.summary.create_noop_writer(),
-                    "val": tf.summary.create_noop_writer()}
-        root = os.path.join(self.workdir, "tensorboard")
-        return {name: tf.summary.create_file_writer(os.path.join(root, name))
-                for name in ("train", "val")}
-
     def learning_rate(self, step):
         """The learning rate of (0-based) optimizer step ``step``."""
         return float(self.schedule(step))
 
-    def _log_progress(self, writers, step, epoch, loss, images_per_second, elapsed):
-        learning_rate = self.learning_rate(step - 1)
-        with writers["train"].as_default(step=step):
-            tf.summary.scalar("loss", loss)
-            tf.summary.scalar("learning_rate", learning_rate)
-            tf.summary.scalar("images_per_second", images_per_second)
-        eta = (self.total_steps - step) * self.global_batch / max(images_per_second, 1e-9)
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class _RunProgress:
+    """What one ``fit`` call tracks: the step, the device-side loss sum, logs, saves."""
+
+    def __init__(self, trainer, resumed):
+        self.trainer = trainer
+        self.resumed = resumed
+        self.step = int(trainer.state.step.numpy())
+        self.saved_step = self.step if resumed is not None else None
+        minutes = float(trainer.config.train.max_minutes)
+        self.budget = minutes * 60.0 if minutes > 0 else math.inf
+        self.started = time.monotonic()
+        self.stopped, self.metrics, self.last_loss = "done", {}, float("nan")
+        self.trained_steps = 0
+        self._window_start, self._window_steps, self._window_loss = self.started, 0, 0.0
+        self.writers = self._summary_writers()
+
+    def _summary_writers(self):
+        if not self.trainer.state.is_chief:
+            return {"train": tf.summary.create_noop_writer(),
+                    "val": tf.summary.create_noop_writer()}
+        root = os.path.join(self.trainer.workdir, "tensorboard")
+        return {name: tf.summary.create_file_writer(os.path.join(root, name))
+                for name in ("train", "val")}
+
+    def add_loss(self, loss):
+        """Counts a step; ``loss`` (a tensor) joins the window's sum on its device."""
+        self._window_loss = self._window_loss + loss
+        self._window_steps += 1
+        self.step += 1
+        self.trained_steps += 1
+
+    def check_finite(self):
+        """Reads the window's loss sum to the host; raises TrainingDiverged if not finite."""
+        total = float(self._window_loss)
+        if not math.isfinite(total):
+            first = self.step - self._window_steps + 1
+            steps = f"at step {first}" if first == self.step else f"in steps {first}..{self.step}"
+            raise TrainingDiverged(
+                f"loss is {total} {steps}; stopping without saving. The last good checkpoint is "
+                f"step {self.saved_step} in {os.path.join(self.trainer.workdir, 'checkpoints')}")
+        return total
+
+    def log(self, epoch):
+        """The mean loss since the last log, the rate and the ETA: log line, summaries, JSON."""
+        trainer = self.trainer
+        loss = self.check_finite() / max(self._window_steps, 1)
+        now = time.monotonic()
+        rate = self._window_steps * trainer.global_batch / max(now - self._window_start, 1e-9)
+        learning_rate = trainer.learning_rate(self.step - 1)
+        self.write("train", {"loss": loss, "learning_rate": learning_rate,
+                             "images_per_second": rate, "epoch": epoch})
+        self.last_loss = loss
+        self._window_start, self._window_steps, self._window_loss = now, 0, 0.0
+        eta = (trainer.total_steps - self.step) * trainer.global_batch / max(rate, 1e-9)
         prefix = "\r" if _is_tty() else ""
-        self.log(f"{prefix}step {step}/{self.total_steps} epoch {epoch} loss {loss:.6f} "
-                 f"lr {learning_rate:.3g} {images_per_second:.1f} img/s "
-                 f"elapsed {_format_seconds(elapsed)} ETA {_format_seconds(eta)}")
+        trainer.log(f"{prefix}step {self.step}/{trainer.total_steps} epoch {epoch} loss "
+                    f"{loss:.6f} lr {learning_rate:.3g} {rate:.1f} img/s elapsed "
+                    f"{_format_seconds(now - self.started)} ETA {_format_seconds(eta)}")
+
+    def save(self):
+        """A checkpoint at the current step, unless there is one; never after a NaN."""
+        if self.saved_step == self.step:
+            return
+        self.check_finite()
+        self.trainer.state.save()
+        self.saved_step = self.step
+
+    def write(self, split, scalars):
+        """``scalars`` at the current step: TensorBoard and a line of ``metrics.jsonl``."""
+        with self.writers[split].as_default(step=self.step):
+            for name, value in scalars.items():
+                tf.summary.scalar(name, value)
+        if self.trainer.state.is_chief:
+            with open(os.path.join(self.trainer.workdir, METRICS_FILE), "a",
+                      encoding="utf-8") as f:
+                f.write(json.dumps({"split": split, "step": self.step, **scalars}) + "\n")
+
+    def close(self):
+        for writer in self.writers.values():
+            writer.flush()
+
+
+def read_metrics(workdir):
+    """The metrics a run wrote to ``WORKDIR/metrics.jsonl``, by split and step.
+
+    A resumed run writes the steps after its checkpoint again; the later line wins.
+
+    Returns:
+      {'train': [{'step', 'loss', 'learning_rate', 'images_per_second', 'epoch'}, ...],
+      'val': [{'step', 'AP', 'PCK', ...}, ...]}, each sorted by step (empty lists when the
+      file is absent).
+    """
+    rows = {"train": {}, "val": {}}
+    path = os.path.join(workdir, METRICS_FILE)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    split = row.pop("split")
+                    rows.setdefault(split, {})[int(row["step"])] = row
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    raise ValueError(f"{path}: line {number} is not a metrics record: "
+                                     f"{line.strip()[:200]}") from None
+    return {split: [by_step[s] for s in sorted(by_step)] for split, by_step in rows.items()}

@@ -1,4 +1,5 @@
-"""Heatmap decoding, flip test and Predictor against independent reference computations."""
+"""The codec: decoding and the flip test against independent reference computations, and
+each TensorFlow twin against its numpy form."""
 import math
 
 import cv2
@@ -7,8 +8,10 @@ import numpy as np
 import pytest
 
 import mrpose_tf
-from mrpose_tf import keypoints
-from mrpose_tf.inference import Predictor, predict_heatmaps, shift_right_one_pixel
+import tensorflow as tf
+
+from mrpose_tf import codec, keypoints
+from mrpose_tf.predictor import predict_heatmaps
 
 
 # --- An independent, loop-based version of the reference get_final_preds -------------------
@@ -173,7 +176,7 @@ def test_flip_test_flips_back_swaps_shifts_and_averages(shift):
 
 def test_shift_right_one_pixel_keeps_column_zero():
     heatmaps = np.arange(2 * 3 * 4 * 1, dtype=np.float32).reshape(2, 3, 4, 1)
-    shifted = shift_right_one_pixel(heatmaps)
+    shifted = codec.shift_right_one_pixel(heatmaps)
     np.testing.assert_array_equal(shifted[:, :, 0], heatmaps[:, :, 0])
     np.testing.assert_array_equal(shifted[:, :, 1:], heatmaps[:, :, :-1])
     np.testing.assert_array_equal(shifted[0, 0, :, 0], [0, 0, 1, 2])
@@ -223,29 +226,47 @@ def test_flip_test_keeps_keypoints_of_a_mirror_consistent_keras_model():
     assert np.abs(c_unshifted - c_plain)[..., 0].max() > 1.0
 
 
-# --- Predictor ------------------------------------------------------------------------------
+# --- TensorFlow twins -----------------------------------------------------------------------
 
-def test_predictor_crops_boxes_and_decodes_to_image_pixels():
-    """A 'model' that puts a peak where the crop is brightest finds a bright dot in the image."""
-    image = np.zeros((120, 160, 3), np.uint8)
-    cv2.circle(image, (70, 50), 2, (255, 255, 255), -1)
-    spec = keypoints.COCO
+def _hard_heatmaps(seed):
+    """Random maps with the decoder's edge cases: max <= 0, flat maps, border peaks, ties."""
+    rng = np.random.default_rng(seed)
+    heatmaps = rng.normal(size=(5, 16, 12, 7)).astype(np.float32)
+    heatmaps[0, :, :, 0] = -1.0                     # max <= 0: coordinates 0
+    heatmaps[1, :, :, 1] = 0.5                      # flat: first max, no step
+    heatmaps[2, 0, 5, 2] = 50.0                     # top border: no step
+    heatmaps[3, 7, 6, 3], heatmaps[3, 7, 7, 3] = 50.0, 10.0   # a step toward the right
+    heatmaps[4, 4, 4, 4] = heatmaps[4, 9, 2, 4] = 60.0        # a tie: the first in row order
+    centers = rng.uniform(50, 400, (5, 2))
+    scales = rng.uniform(0.5, 2.0, (5, 2))
+    return heatmaps, centers, scales
 
-    def brightest_point_model(x):
-        # Preprocessed input: brightness = channel sum (+ means). Heatmap at stride 4.
-        n, hh, ww, _ = x.shape
-        bright = x.sum(axis=-1)
-        pooled = bright.reshape(n, hh // 4, 4, ww // 4, 4).mean(axis=(2, 4))
-        pooled = pooled - pooled.min(axis=(1, 2), keepdims=True) + 1e-3
-        return np.repeat(pooled[..., None], spec.num_joints, axis=-1)
 
-    predictor = Predictor(brightest_point_model, (64, 48), spec.flip_pairs, flip_test=False)
-    kpts, scores = predictor(image, [[40, 20, 60, 80], [50, 30, 40, 40]])
-    assert kpts.shape == (2, 17, 2) and scores.shape == (2, 17)
-    # One heatmap pixel is 4 input px; the crop of box 1 is ~100 image px for 48 input px.
-    np.testing.assert_allclose(kpts[0, 0], [70, 50], atol=6.0)
-    np.testing.assert_allclose(kpts[1, 0], [70, 50], atol=4.0)
-    with pytest.raises(ValueError, match="zero, negative or non-finite width"):
-        predictor(image, [[10, 10, 0, 20]])
-    with pytest.raises(ValueError, match="image must be"):
-        predictor(image[..., 0], [[10, 10, 5, 20]])
+def test_tf_argmax_and_decoding_equal_the_numpy_forms():
+    for seed in range(3):
+        heatmaps, centers, scales = _hard_heatmaps(seed)
+        coords, maxvals = codec.heatmap_argmax(heatmaps)
+        coords_tf, maxvals_tf = codec.heatmap_argmax_tf(heatmaps)
+        np.testing.assert_array_equal(coords_tf.numpy(), coords)
+        np.testing.assert_array_equal(maxvals_tf.numpy(), maxvals)
+        keypoints_np, scores_np = codec.decode_heatmaps(heatmaps, centers, scales)
+        keypoints_tf, scores_tf = tf.function(codec.decode_heatmaps_tf)(
+            tf.constant(heatmaps), tf.constant(centers, tf.float32),
+            tf.constant(scales, tf.float32))
+        # float32 affine in TF against float64 in numpy: well under a thousandth of a pixel.
+        np.testing.assert_allclose(keypoints_tf.numpy(), keypoints_np, rtol=0, atol=2e-3)
+        np.testing.assert_array_equal(scores_tf.numpy(), scores_np)
+
+
+@pytest.mark.parametrize("shift", [True, False])
+def test_tf_flip_test_fusion_equals_the_numpy_form(shift):
+    rng = np.random.default_rng(4)
+    heatmaps = rng.normal(size=(3, 8, 6, 17)).astype(np.float32)
+    mirrored = rng.normal(size=(3, 8, 6, 17)).astype(np.float32)
+    want = codec.fuse_flip_test(heatmaps, mirrored, keypoints.COCO.flip_pairs, shift)
+    got = codec.fuse_flip_test_tf(tf.constant(heatmaps), tf.constant(mirrored),
+                                  keypoints.COCO.flip_pairs, shift)
+    np.testing.assert_array_equal(got.numpy(), want)
+    np.testing.assert_allclose(
+        want, _reference_flip_average(heatmaps, mirrored, keypoints.COCO.flip_pairs, shift),
+        rtol=1e-6)

@@ -1,24 +1,28 @@
-"""The quickstart's finishing steps: PCK, the mean-pose baseline, rendering, curve, demo."""
+"""A run's report: PCK, the mean-pose baseline, rendering, the learning curve, the demo."""
+import json
 import os
 
 import ml_collections
 import numpy as np
 import pytest
 
-from mrpose_tf.training.finish import (draw_demo, learning_curve, mean_pose, pck,
-                                       place_mean_pose, prepare_dataset)
+from mrpose_tf.data.synthetic import prepare_from_config
+from mrpose_tf.evaluation.pck import mean_pose, pck, place_mean_pose
+from mrpose_tf.training import read_metrics
+from mrpose_tf.visualization import draw_people
 
 
 def test_pck_counts_labelled_keypoints_within_a_tenth_of_the_longer_box_side():
     # Person 0: box 10 x 20 -> threshold 2. Errors 1 (correct), 3 (wrong); joint 2 unlabelled.
-    # Person 1: box 40 x 30 -> threshold 4. Errors 5 (wrong), exactly 4 (correct), far (wrong).
+    # Person 1: box 40 x 30 -> threshold 4. Errors 5 (wrong), exactly 4 (wrong: PCK counts
+    # errors strictly below the threshold), far (wrong).
     joints = np.array([[[5, 5], [5, 10], [0, 0]],
                        [[20, 20], [30, 30], [25, 25]]], float)
     predicted = np.array([[[6, 5], [5, 13], [99, 99]],
                           [[23, 24], [30, 34], [0, 0]]], float)
     visibility = np.array([[1, 2, 0], [2, 2, 1]])
     boxes = np.array([[0, 0, 10, 20], [10, 10, 40, 30]], float)
-    assert pck(predicted, joints, visibility, boxes) == pytest.approx(2 / 5)
+    assert pck(predicted, joints, visibility, boxes) == pytest.approx(1 / 5)
     # A score column is ignored; a looser threshold (0.2: 4 and 8 px) takes all but the far one.
     scored = np.concatenate([predicted, np.ones((2, 3, 1))], axis=-1)
     assert pck(scored, joints, visibility, boxes, threshold=0.2) == pytest.approx(4 / 5)
@@ -60,28 +64,28 @@ def _synthetic_config(root):
     return config
 
 
-def test_prepare_dataset_renders_the_configured_synthetic_set_once(tmp_path):
+def test_prepare_from_config_renders_the_configured_synthetic_set_once(tmp_path):
     config = _synthetic_config(tmp_path / "synthetic")
-    paths = prepare_dataset(config)
+    paths = prepare_from_config(config)
     assert sorted(os.listdir(paths["val_images"])) == ["000001.jpg", "000002.jpg"]
     stamp = os.path.getmtime(paths["train_annotations"])
-    assert prepare_dataset(config) == paths
+    assert prepare_from_config(config) == paths
     assert os.path.getmtime(paths["train_annotations"]) == stamp  # not rendered again
     config.dataset.name = "coco"
-    assert prepare_dataset(config) is None
+    assert prepare_from_config(config) is None
 
 
-def test_draw_demo_draws_the_skeletons_on_the_validation_images(tmp_path):
+def test_draw_people_draws_the_skeletons_on_the_validation_images(tmp_path):
     import cv2
 
     from mrpose_tf.data.coco import read_coco
 
-    paths = prepare_dataset(_synthetic_config(tmp_path / "synthetic"))
+    paths = prepare_from_config(_synthetic_config(tmp_path / "synthetic"))
     records, spec = read_coco(paths["val_annotations"], paths["val_images"], train=False,
                               aspect_ratio=0.75)
     points = np.concatenate([np.stack([r.joints for r in records]),
                              np.stack([r.visibility for r in records])[..., None]], -1)
-    picture = draw_demo(str(tmp_path / "demo.png"), points, records, spec, num_images=2)
+    picture = draw_people(str(tmp_path / "demo.png"), points, records, spec, num_images=2)
     assert picture.shape == (2 + 96 + 2, 2 + 2 * (128 + 2), 3)
     np.testing.assert_array_equal(cv2.imread(str(tmp_path / "demo.png"))[..., ::-1], picture)
     first = cv2.imread(os.path.join(paths["val_images"], "000001.jpg"))[..., ::-1]
@@ -93,19 +97,20 @@ def test_draw_demo_draws_the_skeletons_on_the_validation_images(tmp_path):
     assert np.mean(changed) > 0.8  # a keypoint dot covers (nearly) every labelled point
 
 
-def test_learning_curve_reads_the_trainers_scalar_summaries(tmp_path):
-    import tensorflow as tf
-
-    for split, tag, values in (("train", "loss", (0.5, 0.25)), ("val", "AP", (0.1, 0.4))):
-        writer = tf.summary.create_file_writer(str(tmp_path / "tensorboard" / split))
-        with writer.as_default():
-            for step, value in zip((50, 100), values):
-                tf.summary.scalar(tag, value, step=step)
-        writer.close()
-    curve = learning_curve(str(tmp_path))
+def test_read_metrics_takes_the_later_line_of_a_repeated_step(tmp_path):
+    lines = [{"split": "train", "step": 50, "loss": 0.5},
+             {"split": "train", "step": 100, "loss": 0.3},
+             {"split": "val", "step": 100, "AP": 0.1},
+             {"split": "train", "step": 100, "loss": 0.25},   # a resumed run's
+             {"split": "val", "step": 200, "AP": 0.4}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    curve = read_metrics(str(tmp_path))
     assert curve["train"] == [{"step": 50, "loss": 0.5}, {"step": 100, "loss": 0.25}]
-    assert [row["step"] for row in curve["val"]] == [50, 100]
-    assert [row["AP"] for row in curve["val"]] == pytest.approx([0.1, 0.4])
+    assert curve["val"] == [{"step": 100, "AP": 0.1}, {"step": 200, "AP": 0.4}]
+    assert read_metrics(str(tmp_path / "none")) == {"train": [], "val": []}
+    (tmp_path / "metrics.jsonl").write_text('{"split": "train"}\n')
+    with pytest.raises(ValueError, match="line 1"):
+        read_metrics(str(tmp_path))
 
 
 @pytest.mark.parametrize("name", ["quickstart", "synthetic_long"])
