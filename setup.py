@@ -27,7 +27,10 @@ setup(
         "ai-edge-litert",  # the LiteRT interpreter for the exported TFLite models
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout"],
+        # torch: PyTorch references of the tests (BatchNorm, Adam), pinned to the CPU build
+        # these machines carry (a newer release pulls a multi-GB CUDA build). pytest < 9:
+        # pytest-xdist's xdist_group marks (pytest.ini) do not take effect under pytest 9.
+        "test": ["pytest>=8,<9", "pytest-timeout", "pytest-xdist>=3.5", "torch==2.13.0"],
     },
     license="Apache-2.0",
 )

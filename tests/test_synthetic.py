@@ -11,6 +11,9 @@ from pycocotools.coco import COCO
 from mrpose_tf.data import synthetic
 from mrpose_tf.keypoints import COCO_KEYPOINTS
 
+# Its module fixtures are built once: keep these tests on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("synthetic")
+
 J = {name: i for i, name in enumerate(COCO_KEYPOINTS)}
 SIZE = (240, 320)
 
