@@ -27,6 +27,8 @@ setup(
         "ai-edge-litert",  # the LiteRT interpreter for the exported TFLite models
     ],
     extras_require={
+        # Reading PyTorch checkpoints (scripts/convert_weights.py, torchvision backbones).
+        "torch": ["torch>=2.1"],
         # torch: PyTorch references of the tests (BatchNorm, Adam), pinned to the CPU build
         # these machines carry (a newer release pulls a multi-GB CUDA build). pytest < 9:
         # pytest-xdist's xdist_group marks (pytest.ini) do not take effect under pytest 9.

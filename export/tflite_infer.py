@@ -8,10 +8,11 @@ equal to them (tests/test_tflite_infer.py).
         --boxes 10,20,120,300 --boxes 200,40,110,280 --output drawn.jpg
 
 Beside the model, the exporter writes ``keypoints.json`` (the keypoint set: names, flip pairs
-for the flip test, skeleton for drawing) and ``export_info.json`` (input size, flip test, box
-padding). Without export_info.json the model's input shape, the flip test and padding 1.25
-are used; without keypoints.json (an export of an older version) the flip pairs of
-export_info.json, and no skeleton.
+for the flip test, skeleton for drawing) and ``export_info.json`` (input size, input
+preprocessing, flip test, box padding). Without export_info.json the model's input shape,
+keras' 'caffe' preprocessing, the flip test and padding 1.25 are used; without
+keypoints.json (an export of an older version) the flip pairs of export_info.json, and no
+skeleton.
 """
 import argparse
 import json
@@ -20,7 +21,9 @@ import os
 import cv2
 import numpy as np
 
-BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)  # keras 'caffe' preprocessing
+# Without export_info.json: keras.applications' 'caffe' preprocessing (BGR, mean only).
+DEFAULT_INPUT = {"channel_order": "bgr", "mean": [103.939, 116.779, 123.68],
+                 "std": [1.0, 1.0, 1.0]}
 
 
 def _read_json(path):
@@ -100,6 +103,10 @@ class TFLitePose:
         self.input_size = tuple(info.get("input_size", self.input["shape"][1:3]))
         self.flip_test = bool(info.get("flip_test", True))
         self.box_padding = float(info.get("box_padding", 1.25))
+        convention = {k: info.get(k, v) for k, v in DEFAULT_INPUT.items()}
+        self.bgr = convention["channel_order"] == "bgr"
+        self.mean = np.asarray(convention["mean"], np.float32)
+        self.std = np.asarray(convention["std"], np.float32)
         self.flip_pairs = keypoints.get("flip_pairs", info.get("flip_pairs"))
         self.skeleton = keypoints.get("skeleton", [])
         self.names = keypoints.get("names")
@@ -107,6 +114,11 @@ class TFLitePose:
             raise ValueError(f"{model_path}: no keypoints.json (or flip_pairs in "
                              f"export_info.json) beside the model says which keypoints are "
                              f"left/right pairs; the flip test needs them")
+
+    def preprocess(self, crop_rgb):
+        """A uint8 RGB crop -> the network's input (the export's convention)."""
+        crop = crop_rgb[..., ::-1] if self.bgr else crop_rgb
+        return (crop.astype(np.float32) - self.mean) / self.std
 
     def heatmaps(self, crop):
         """One preprocessed (H, W, 3) float32 crop -> (h, w, K) float32 heatmaps."""
@@ -142,7 +154,7 @@ class TFLitePose:
         for center, scale in zip(centers, scales):
             crop = cv2.warpAffine(image_rgb, crop_matrix(center, scale, (height, width)),
                                   (width, height), flags=cv2.INTER_LINEAR)
-            crop = crop[..., ::-1].astype(np.float32) - BGR_MEAN
+            crop = self.preprocess(crop)
             heatmaps = self.heatmaps(crop)
             if self.flip_test:
                 mirrored = self.heatmaps(np.ascontiguousarray(crop[:, ::-1]))[:, ::-1]

@@ -76,15 +76,14 @@ def load_model_from_checkpoint(path, config=None):
     import keras
     import tensorflow as tf
 
-    from mrpose_tf.models import build_model
+    from mrpose_tf.config import model_from_config
 
     path = resolve_checkpoint(str(path))
     config = config if config is not None else read_run_config(path)
     if path.endswith(".keras"):
         return keras.saving.load_model(path, compile=False), config
     arch, backbone = config.model.arch, config.model.backbone
-    model = build_model(arch, backbone, int(config.model.num_joints),
-                        tuple(config.model.input_size), backbone_weights=None)
+    model = model_from_config(config)
     try:
         if path.endswith(".h5"):
             model.load_weights(path)

@@ -39,7 +39,13 @@ def base_config():
     c.model = ml_collections.ConfigDict()
     c.model.arch = "simple_baseline"
     c.model.backbone = "resnet50"
-    c.model.backbone_weights = "imagenet"  # None | 'imagenet' | a local weights file
+    # 'keras' (keras.applications) | 'pytorch' (torchvision's, the authors') | 'caffe'
+    c.model.backbone_style = "keras"
+    # None | 'imagenet' (keras style) | a keras weights file | a torchvision .pth (pytorch style)
+    c.model.backbone_weights = "imagenet"
+    # How uint8 RGB crops become the input: 'keras_caffe' | 'torch_bgr' | 'torch_rgb'
+    # (mrpose_tf/preprocessing.py); must match the weights.
+    c.model.input_preprocessing = "keras_caffe"
     c.model.num_joints = 17
     c.model.input_size = (256, 192)      # (height, width)
     c.model.heatmap_size = (64, 48)
@@ -105,6 +111,37 @@ def base_config():
     c.export.representative_samples = 100
     c.export.calibration = "validation"  # int8 calibration crops: 'validation' | 'synthetic'
     return c
+
+
+def model_from_config(config, backbone_weights=None):
+    """The network ``config.model`` describes (:func:`mrpose_tf.build_model`), plain Keras.
+
+    Args:
+      config: an experiment ConfigDict (model.arch, backbone, backbone_style, num_joints,
+        input_size).
+      backbone_weights: as :func:`mrpose_tf.build_model` (None: random, e.g. to load a
+        checkpoint into).
+    """
+    from mrpose_tf.models import build_model
+
+    m = config.model
+    return build_model(m.arch, m.backbone, int(m.num_joints), tuple(m.input_size),
+                       backbone_weights=backbone_weights,
+                       backbone_style=m.get("backbone_style", "keras"))
+
+
+def input_preprocessing_of(config):
+    """``config.model.input_preprocessing`` (runs written before it existed: 'keras_caffe')."""
+    return config.model.get("input_preprocessing", "keras_caffe")
+
+
+def backbone_weights_of(config):
+    """``config.model.backbone_weights``, with the command line's spellings of "none"
+    (``None``, ``none``, ``''``: absl passes them as strings) read as None."""
+    weights = config.model.get("backbone_weights")
+    if weights is None or str(weights).strip().lower() in ("", "none"):
+        return None
+    return weights
 
 
 def use_synthetic_dataset(config, root, num_train, num_val, difficulty, seed=0,

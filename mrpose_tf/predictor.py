@@ -7,6 +7,7 @@ the one saved with the run or the export (``keypoints.json``).
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from mrpose_tf.codec import decode_heatmaps, fuse_flip_test
 from mrpose_tf.geometry import box_to_center_scale, get_affine_transform
 from mrpose_tf.keypoints import load_keypoint_set
-from mrpose_tf.preprocessing import preprocess
+from mrpose_tf.preprocessing import DEFAULT_CONVENTION, preprocess
 
 
 def _run_model(model, images):
@@ -94,11 +95,15 @@ class Predictor:
       shift_heatmap: the reference's one-pixel shift of the flipped-back heatmaps.
       box_padding: box enlargement factor (1.25 in the paper).
       batch_size: crops per model call.
-      preprocess_fn: uint8 RGB crops -> model input; default :func:`mrpose_tf.preprocess`.
+      input_preprocessing: the convention of the model's weights
+        (:data:`mrpose_tf.preprocessing.CONVENTIONS`; the run's ``model.input_preprocessing``).
+      preprocess_fn: uint8 RGB crops -> model input, instead of the convention's
+        :func:`mrpose_tf.preprocess`.
     """
 
     def __init__(self, model, input_size, keypoints, flip_test=True, shift_heatmap=True,
-                 box_padding=1.25, batch_size=32, preprocess_fn=None):
+                 box_padding=1.25, batch_size=32, input_preprocessing=DEFAULT_CONVENTION,
+                 preprocess_fn=None):
         self.model = model
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.keypoints = keypoints
@@ -106,7 +111,9 @@ class Predictor:
         self.shift_heatmap = shift_heatmap
         self.box_padding = box_padding
         self.batch_size = int(batch_size)
-        self.preprocess_fn = preprocess_fn or preprocess
+        self.input_preprocessing = input_preprocessing
+        self.preprocess_fn = preprocess_fn or functools.partial(
+            preprocess, input_preprocessing=input_preprocessing)
 
     @property
     def flip_pairs(self):
@@ -124,8 +131,10 @@ class Predictor:
           **kwargs: forwarded to :class:`Predictor` (e.g. ``flip_test=False``).
         """
         from mrpose_tf.checkpoints import load_model_from_checkpoint, run_keypoint_set
+        from mrpose_tf.config import input_preprocessing_of
 
         model, config = load_model_from_checkpoint(path, config)
+        kwargs.setdefault("input_preprocessing", input_preprocessing_of(config))
         kwargs.setdefault("flip_test", bool(config.test.flip_test))
         kwargs.setdefault("shift_heatmap", bool(config.test.shift_heatmap))
         kwargs.setdefault("box_padding", float(config.augment.box_padding))
@@ -134,7 +143,10 @@ class Predictor:
 
     @classmethod
     def from_saved_model(cls, path, keypoints=None, input_size=None, **kwargs):
-        """A predictor from a SavedModel with a crops -> heatmaps signature.
+        """A predictor from an exported SavedModel, with the export's keypoint set.
+
+        Runs the ``serving_default`` signature on uint8 RGB crops (the SavedModel
+        preprocesses them itself).
 
         Args:
           path: SavedModel directory.
@@ -144,15 +156,17 @@ class Predictor:
           **kwargs: forwarded to :class:`Predictor`.
 
         Raises:
-          ValueError: no keypoint set given or found, or no fixed input size.
+          ValueError: no keypoint set given or found, no crops signature, or no fixed
+            input size.
         """
-        run, signature_size = load_saved_model_heatmaps(path)
+        run, signature_size = load_saved_model_heatmaps(path, preprocessed=False)
         input_size = input_size or signature_size
         if input_size is None or None in input_size:
             raise ValueError(f"SavedModel {path}: its signature has no fixed input size; pass "
                              f"input_size=(height, width)")
         if keypoints is None:
             keypoints = saved_model_keypoint_set(path)
+        kwargs.setdefault("preprocess_fn", lambda crops: np.asarray(crops, np.uint8))
         return cls(run, input_size, keypoints, **kwargs)
 
     def __call__(self, image, boxes):
@@ -207,31 +221,42 @@ class Predictor:
         return out
 
 
-def load_saved_model_heatmaps(path):
-    """The crops -> heatmaps function of a SavedModel.
+def load_saved_model_heatmaps(path, preprocessed=True):
+    """The crops -> heatmaps function of an exported SavedModel.
 
-    Picks the signature with one rank-4 input (preprocessed (N, H, W, 3) crops), preferring
-    one named 'heatmaps', then 'serving_default'.
+    Args:
+      path: the SavedModel directory.
+      preprocessed: take crops already preprocessed (float32, the ``heatmaps_preprocessed``
+        signature; ``serving_default`` in exports of older versions) or uint8 RGB crops
+        (``serving_default``).
 
     Returns:
-      (fn, input_size): fn maps a float32 numpy batch to its heatmaps; input_size is
+      (fn, input_size): fn maps a numpy batch of crops to its heatmaps; input_size is
       (height, width) from the signature (entries None when not fixed).
+
+    Raises:
+      FileNotFoundError: no directory. ValueError: no signature takes such crops.
     """
     import tensorflow as tf
 
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no SavedModel directory at {path}")
     loaded = tf.saved_model.load(path)
-    names = sorted(loaded.signatures, key=lambda n: (n != "heatmaps", n != "serving_default", n))
+    wanted = tf.float32 if preprocessed else tf.uint8
+    preferred = ("heatmaps_preprocessed", "serving_default")
+    names = sorted(loaded.signatures, key=lambda n: (n not in preferred,
+                                                     preferred.index(n) if n in preferred else 0,
+                                                     n))
     for name in names:
         signature = loaded.signatures[name]
         inputs = signature.structured_input_signature[1]
         if len(inputs) == 1:
             (key, spec), = inputs.items()
-            if spec.shape.rank == 4 and spec.shape[-1] == 3:
+            if spec.shape.rank == 4 and spec.shape[-1] == 3 and spec.dtype == wanted:
                 break
     else:
-        raise ValueError(f"SavedModel {path}: no signature takes a (N, H, W, 3) batch of crops "
+        raise ValueError(f"SavedModel {path}: no signature takes a (N, H, W, 3) "
+                         f"{wanted.name} batch of {'preprocessed ' if preprocessed else ''}crops "
                          f"(signatures: {sorted(loaded.signatures)})")
 
     def run(crops):
@@ -244,6 +269,20 @@ def load_saved_model_heatmaps(path):
 
 
 SAVED_MODEL_EXTRA = "assets.extra"
+EXPORT_INFO = "export_info.json"
+
+
+def saved_model_export_info(path):
+    """The export_info.json an export wrote for the SavedModel at ``path`` (in its
+    ``assets.extra/`` or beside it), or None."""
+    from mrpose_tf.files import load_json
+
+    for directory in (os.path.join(path, SAVED_MODEL_EXTRA),
+                      os.path.dirname(os.path.abspath(path))):
+        candidate = os.path.join(directory, EXPORT_INFO)
+        if os.path.isfile(candidate):
+            return load_json(candidate, "export info")
+    return None
 
 
 def saved_model_keypoint_set(path):

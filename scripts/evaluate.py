@@ -48,14 +48,20 @@ def load_model_and_config(config, checkpoint, saved_model, strategy):
     The keypoint set is the one saved with the run or the export.
     """
     from mrpose_tf.checkpoints import load_model_from_checkpoint, run_keypoint_set
-    from mrpose_tf.predictor import load_saved_model_heatmaps, saved_model_keypoint_set
+    from mrpose_tf.predictor import (load_saved_model_heatmaps, saved_model_export_info,
+                                     saved_model_keypoint_set)
 
     if bool(checkpoint) == bool(saved_model):
         raise app.UsageError("give exactly one of --checkpoint and --saved_model")
     if saved_model:
         if config is None:
             raise app.UsageError("--saved_model needs --config (dataset and test settings)")
-        model, _ = load_saved_model_heatmaps(saved_model)
+        model, _ = load_saved_model_heatmaps(saved_model, preprocessed=True)
+        info = saved_model_export_info(saved_model) or {}
+        if "input_preprocessing" in info:  # the pipeline preprocesses as the export expects
+            config = config.copy_and_resolve_references()
+            with config.unlocked():
+                config.model.input_preprocessing = info["input_preprocessing"]
         return model, config, saved_model_keypoint_set(saved_model)
     with strategy.scope():
         model, config = load_model_from_checkpoint(checkpoint, config)

@@ -41,7 +41,7 @@ def load_model(config, checkpoint):
     """(model, config, keypoint set) from a checkpoint, or the config's with random weights."""
     from mrpose_tf.checkpoints import (keypoint_set_from_config, load_model_from_checkpoint,
                                        run_keypoint_set)
-    from mrpose_tf.models import build_model
+    from mrpose_tf.config import model_from_config
 
     if checkpoint:
         model, config = load_model_from_checkpoint(checkpoint, config)
@@ -49,8 +49,7 @@ def load_model(config, checkpoint):
     if config is None:
         raise app.UsageError("give --checkpoint and/or --config")
     logging.warning("no --checkpoint: exporting %s with random weights", config.model.arch)
-    model = build_model(config.model.arch, config.model.backbone, int(config.model.num_joints),
-                        tuple(config.model.input_size), backbone_weights=None)
+    model = model_from_config(config)
     return model, config, keypoint_set_from_config(config)
 
 

@@ -31,7 +31,7 @@ def main():
         keras.backend.clear_session()
         model = mrpose_tf.build_model(arch, args.backbone, args.num_joints, size)
         print(f"| `{arch}` | {FIGURES[arch]} | {count_params(model) / 1e6:.2f} M | "
-              f"{head_trainable_params(model, args.backbone):,} | {count_flops(model) / 1e9:.2f} |")
+              f"{head_trainable_params(model):,} | {count_flops(model) / 1e9:.2f} |")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 from mrpose_tf.data.coco import read_coco  # noqa: E402
 from mrpose_tf.data.pipeline import build_dataset  # noqa: E402
 from mrpose_tf.geometry import affine_points, flip_permutation  # noqa: E402
-from mrpose_tf.preprocessing import BGR_MEAN  # noqa: E402
+from mrpose_tf.preprocessing import unpreprocess  # noqa: E402
 from mrpose_tf.visualization import draw_skeleton, heatmap_overlay, tile  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +45,7 @@ def crop_tiles(records, spec, args):
     order = flip_permutation(spec.num_joints, spec.flip_pairs)
     tiles = []
     for i in range(args.count):
-        crop = np.clip((batch["image"][i] + np.float32(BGR_MEAN))[..., ::-1], 0, 255)
+        crop = np.clip(unpreprocess(batch["image"][i]), 0, 255)
         joints = affine_points(batch["joints"][i], batch["matrix"][i])
         weights = batch["target_weight"][i]
         if batch["flipped"][i]:

@@ -89,34 +89,39 @@ _EXPORTED = []
 
 
 def exported_small_model(after_saved_model=None):
-    """(model, config, paths): SimpleBaseline-R50 64x64 K=17: SavedModel, TFLite fp32 and int8,
-    exported with :func:`custom_keypoints`.
+    """(model, config, paths): SimpleBaseline-R50 64x64 K=17, converted from a PyTorch
+    network of the authors' layout (pytorch-style ResNet, ``torch_bgr`` input; seeded
+    weights whose heatmaps have clear, content-dependent peaks): SavedModel, TFLite fp32
+    and int8, exported with :func:`custom_keypoints`.
 
-    Built once per test session (cached). The head's final conv gets larger random weights so
-    that the heatmaps have clear, content-dependent peaks (the default std 0.001 gives nearly
-    flat maps).
+    Built once per test session (cached).
 
     Args:
       after_saved_model: optional ``fn(model, paths)`` called once the SavedModel is written,
         before the (slower) TFLite conversions, e.g. to start a :class:`BackgroundRun` on it.
     """
-    from mrpose_tf import build_model
+    import torch
+
+    from mrpose_tf.checkpoints import read_run_config
+    from mrpose_tf.convert import convert_checkpoint
     from mrpose_tf.export import export_model
+    from tests.torch_reference import seeded_pose_net
 
     if _EXPORTED:
         return _EXPORTED[0]
-    keras.utils.set_random_seed(7)
-    model = build_model("simple_baseline", "resnet50", num_joints=17, input_size=INPUT_SIZE)
-    final = model.get_layer("final")
-    final.kernel.assign(np.random.default_rng(0).normal(0, 0.05, final.kernel.shape))
-    config = small_config()
+    output_dir = tempfile.mkdtemp(prefix="mrpose_export_test_")
+    atexit.register(shutil.rmtree, output_dir, True)
+    checkpoint = os.path.join(output_dir, "simple_baseline_r50.pth")
+    torch.save(seeded_pose_net("simple_baseline", 50, "pytorch", seed=11).state_dict(),
+               checkpoint)
+    run = os.path.join(output_dir, "run")
+    model = convert_checkpoint(checkpoint, small_config(), run, log=lambda line: None)
+    config = read_run_config(run)
     config.export.representative_samples = 14
     calibration = None  # the default: crops of the (sample) validation set
     if not os.path.isdir(config.dataset.root):
         rng = np.random.default_rng(1)
-        calibration = rng.normal(0, 60, (8,) + INPUT_SIZE + (3,)).astype(np.float32)
-    output_dir = tempfile.mkdtemp(prefix="mrpose_export_test_")
-    atexit.register(shutil.rmtree, output_dir, True)
+        calibration = rng.normal(0, 1, (8,) + INPUT_SIZE + (3,)).astype(np.float32)
     paths = export_model(model, config, custom_keypoints(), output_dir, ("saved_model",))
     if after_saved_model is not None:
         after_saved_model(model, paths)

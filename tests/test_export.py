@@ -23,6 +23,8 @@ from tests.export_fixtures import (INPUT_SIZE, BackgroundRun, coco_sample_people
 pytestmark = pytest.mark.xdist_group("export")
 
 
+# The exported model is converted from PyTorch (tests/export_fixtures.py): its input convention.
+EXPORTED_PREPROCESSING = "torch_bgr"
 # Subprocesses started early so that they overlap with the fixture's TFLite conversions.
 BACKGROUND = {}
 CLI_CROPS_SEED = 3
@@ -41,7 +43,7 @@ def _start_export_script(output_dir):
 def _start_cli_and_reload(saved_model, workdir):
     """saved_model_cli's own entry point (`show --all`), then a reload + serving_default run,
     in one fresh process (one TensorFlow import)."""
-    np.save(os.path.join(workdir, "crops.npy"), _crops(2, seed=CLI_CROPS_SEED))
+    np.save(os.path.join(workdir, "crops.npy"), _uint8_crops(2, seed=CLI_CROPS_SEED))
     script = (
         "import sys, numpy as np, tensorflow as tf\n"
         "from tensorflow.python.tools import saved_model_cli\n"
@@ -86,8 +88,15 @@ def probe(exported, tmp_path_factory):
     return model, tf.saved_model.load(path)
 
 
+def _uint8_crops(n=2, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n,) + INPUT_SIZE + (3,), np.uint8)
+
+
 def _crops(n=2, seed=0):
-    return np.random.default_rng(seed).normal(0, 60, (n,) + INPUT_SIZE + (3,)).astype(np.float32)
+    """Preprocessed crops, as the exported model's (converted, torch_bgr) input."""
+    from mrpose_tf.preprocessing import preprocess
+
+    return preprocess(_uint8_crops(n, seed), EXPORTED_PREPROCESSING)
 
 
 def _transposed_conv_numpy(x, kernel):
@@ -183,12 +192,16 @@ def test_inference_model_equals_training_model_for_every_arch(arch, winograd, mo
     assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
 
 
-def test_saved_model_serving_default_equals_keras(exported, loaded):
-    model = exported[0]
-    crops = _crops(3)
-    expected = model.predict_on_batch(crops)
-    got = loaded.signatures["serving_default"](image=tf.constant(crops))["heatmaps"].numpy()
-    assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+def test_saved_model_crop_signatures_equal_keras(exported, loaded):
+    # serving_default preprocesses uint8 RGB crops itself (the run's torch_bgr);
+    # heatmaps_preprocessed takes them preprocessed.
+    model, config, _ = exported
+    assert config.model.input_preprocessing == EXPORTED_PREPROCESSING
+    expected = model.predict_on_batch(_crops(3))
+    got = loaded.signatures["serving_default"](image=tf.constant(_uint8_crops(3)))["heatmaps"]
+    assert np.abs(got.numpy() - expected).max() <= 1e-5 * np.abs(expected).max()
+    got = loaded.signatures["heatmaps_preprocessed"](image=tf.constant(_crops(3)))["heatmaps"]
+    assert np.abs(got.numpy() - expected).max() <= 1e-5 * np.abs(expected).max()
 
 
 def test_saved_model_cli_shows_signatures_and_reloads_in_fresh_process(exported, tmp_path):
@@ -199,14 +212,14 @@ def test_saved_model_cli_shows_signatures_and_reloads_in_fresh_process(exported,
     for name in ("serving_default", "keypoints", "keypoints_encoded", "heatmaps", "scores",
                  "image_bytes", "boxes"):
         assert name in shown, name
-    expected = model.predict_on_batch(_crops(2, seed=CLI_CROPS_SEED))
+    expected = model.predict_on_batch(_crops(2, seed=CLI_CROPS_SEED))  # preprocessed in-graph
     got = np.load(os.path.join(workdir, "out.npy"))
     assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
 
 
 def _signature_and_python_keypoints(loaded, model, flip_test=True, keypoints=None):
     predictor = Predictor(model, INPUT_SIZE, keypoints or mrpose_tf.keypoints.COCO,
-                          flip_test=flip_test)
+                          flip_test=flip_test, input_preprocessing=EXPORTED_PREPROCESSING)
     for image, path, boxes in coco_sample_people():
         expected = predictor(image, boxes)
         out = loaded.signatures["keypoints"](image=tf.constant(image), boxes=tf.constant(boxes))
@@ -300,8 +313,12 @@ def test_compare_int8_fp32_is_one_for_identical_models(exported, coco_sample_dir
     assert same["people"] == 4 and same["mean_oks"] == pytest.approx(1.0)
     assert same["ap_fp32"] == same["ap_int8"]
     quantized = compare_int8_fp32(paths["tflite_fp32"], paths["tflite_int8"], config,
-                                  custom_keypoints(), max_people=4)
-    assert 0.0 <= quantized["mean_oks"] <= 1.0
+                                  custom_keypoints())
+    print(f"int8 against fp32: mean OKS {quantized['mean_oks']:.3f} over "
+          f"{quantized['people']} people")
+    # A random-weight network's heatmaps have many near-equal peaks, so quantization moves
+    # some argmaxes far (0.94 measured here); trained networks: the run report's int8 OKS.
+    assert quantized["people"] == 14 and quantized["mean_oks"] >= 0.9
 
 
 def test_export_writes_what_the_deployment_kit_needs_and_the_models_keypoint_set(exported):
@@ -329,8 +346,10 @@ def test_keypoints_signature_flip_test_uses_the_exported_keypoint_set(exported, 
     model = exported[0]
     image, _, boxes = coco_sample_people()[3]
     out = _keypoints(loaded, image, boxes)["scores"].numpy()
-    custom = Predictor(model, INPUT_SIZE, custom_keypoints())(image, boxes)[1]
-    coco = Predictor(model, INPUT_SIZE, mrpose_tf.keypoints.COCO)(image, boxes)[1]
+    custom = Predictor(model, INPUT_SIZE, custom_keypoints(),
+                       input_preprocessing=EXPORTED_PREPROCESSING)(image, boxes)[1]
+    coco = Predictor(model, INPUT_SIZE, mrpose_tf.keypoints.COCO,
+                     input_preprocessing=EXPORTED_PREPROCESSING)(image, boxes)[1]
     scale = np.abs(custom).max()
     assert np.abs(out - custom).max() <= 0.03 * scale
     assert np.abs(out - coco).max() > 10 * np.abs(out - custom).max()
@@ -383,8 +402,9 @@ def test_non_image_bytes_fail_with_invalid_argument(loaded):
     ("keypoints", dict(image=np.zeros((40, 30, 3), np.uint8), boxes=np.ones((4,), np.float32))),
     ("keypoints_encoded", dict(image_bytes=np.array([b"a", b"b"]),
                                boxes=np.ones((1, 4), np.float32))),
-    ("serving_default", dict(image=np.zeros((1, 32, 32, 3), np.float32))),
-    ("serving_default", dict(image=np.zeros((1, 64, 64, 3), np.uint8))),
+    ("serving_default", dict(image=np.zeros((1, 32, 32, 3), np.uint8))),
+    ("serving_default", dict(image=np.zeros((1, 64, 64, 3), np.float32))),
+    ("heatmaps_preprocessed", dict(image=np.zeros((1, 64, 64, 3), np.uint8))),
 ])
 def test_wrong_dtype_shape_or_rank_is_rejected(loaded, signature, inputs):
     with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):

@@ -41,7 +41,7 @@ def test_head_parameters_equal_the_authors_for_every_arch_k_and_backbone(backbon
             model = mrpose_tf.build_model(arch, backbone, num_joints=k, input_size=(64, 64))
             total = int(sum(np.prod(w.shape) for w in model.trainable_weights))
             assert total - backbone_params == expected, (arch, backbone, k)
-            assert head_trainable_params(model, backbone) == expected
+            assert head_trainable_params(model) == expected
             assert tuple(model.output.shape) == (None, 16, 16, k)
 
 

@@ -11,7 +11,7 @@ from mrpose_tf.data.coco import read_coco
 from mrpose_tf.data.pipeline import (_augmentation, _preprocess_batch, build_dataset,
                                      check_image_files, make_skipped_counter)
 from mrpose_tf.geometry import get_affine_transform
-from mrpose_tf.preprocessing import BGR_MEAN, preprocess
+from mrpose_tf.preprocessing import BGR_MEAN, preprocess, unpreprocess
 from tests.test_targets import reference_targets
 
 INPUT, HEATMAP = (128, 96), (32, 24)
@@ -139,11 +139,27 @@ def test_decoding_once_per_image_gives_every_person_once_with_correct_crops(coco
     assert 1 + sum(a != b for a, b in zip(ids, ids[1:])) > 4
 
 
-def test_batch_preprocessing_equals_preprocess():
+# Each convention written out by hand (torch_layouts.md section 5): the network's channel c
+# reads RGB channel SOURCE[c] and gets (x - mean[c]) / std[c].
+HAND_CONVENTIONS = {
+    "keras_caffe": ([2, 1, 0], [103.939, 116.779, 123.68], [1.0, 1.0, 1.0]),
+    "torch_bgr": ([2, 1, 0], [0.485 * 255, 0.456 * 255, 0.406 * 255],
+                  [0.229 * 255, 0.224 * 255, 0.225 * 255]),
+    "torch_rgb": ([0, 1, 2], [0.485 * 255, 0.456 * 255, 0.406 * 255],
+                  [0.229 * 255, 0.224 * 255, 0.225 * 255]),
+}
+
+
+@pytest.mark.parametrize("convention", sorted(HAND_CONVENTIONS))
+def test_batch_preprocessing_equals_preprocess(convention):
     images = np.random.default_rng(0).integers(0, 256, (2, 8, 6, 3)).astype(np.uint8)
-    want = images[..., ::-1].astype(np.float32) - np.float32(BGR_MEAN)
-    np.testing.assert_allclose(_preprocess_batch(images).numpy(), want, atol=1e-4)
-    np.testing.assert_allclose(preprocess(images), want, atol=1e-4)
+    source, mean, std = HAND_CONVENTIONS[convention]
+    want = (images[..., source].astype(np.float64) - mean) / std
+    np.testing.assert_allclose(_preprocess_batch(images, convention).numpy(), want, atol=1e-5)
+    np.testing.assert_allclose(preprocess(images, convention), want, atol=1e-5)
+    np.testing.assert_allclose(preprocess(tf.constant(images), convention).numpy(), want,
+                               atol=1e-5)
+    np.testing.assert_allclose(unpreprocess(want, convention), images, atol=1e-3)
 
 
 def test_augmentation_draws_follow_the_recipe():

@@ -88,7 +88,8 @@ def test_tflite_infer_runs_without_tensorflow_and_matches_in_process(tmp_path, c
 
     def predictor(keypoints):
         return Predictor(lambda crops: run_tflite(interpreter, crops),
-                         tuple(config.model.input_size), keypoints, flip_test=True)
+                         tuple(config.model.input_size), keypoints, flip_test=True,
+                         input_preprocessing=config.model.input_preprocessing)
 
     # The exported set's flip pairs (keypoints.json beside the model), not COCO's.
     expected, expected_scores = predictor(custom_keypoints())(image, boxes)

@@ -44,6 +44,7 @@ def predict_records(model, records, config, keypoints, flip_test=None, progress=
     """
     import keras
 
+    from mrpose_tf.config import input_preprocessing_of
     from mrpose_tf.data.pipeline import build_dataset, make_skipped_counter
 
     if not records:
@@ -64,7 +65,8 @@ def predict_records(model, records, config, keypoints, flip_test=None, progress=
     skipped = make_skipped_counter()
     dataset = build_dataset(records, keypoints=keypoints, input_size=config.model.input_size,
                             heatmap_size=config.model.heatmap_size, sigma=config.model.sigma,
-                            train=False, batch_size=batch_size, skipped_counter=skipped)
+                            train=False, batch_size=batch_size, skipped_counter=skipped,
+                            input_preprocessing=input_preprocessing_of(config))
     bar = keras.utils.Progbar(math.ceil(len(records) / batch_size), unit_name="batch") \
         if progress else None
     columns = {k: [] for k in ("keypoints", "center", "scale", "image_id", "box_score",

@@ -20,11 +20,13 @@ CALIBRATION_SOURCES = ("validation", "synthetic")
 def _evaluation_crops(config, records, keypoints):
     """Batches of the evaluation pipeline over ``records`` (image files or a TFDS build):
     preprocessed crops with their box centre and scale, as the evaluators see them."""
+    from mrpose_tf.config import input_preprocessing_of
     from mrpose_tf.data.pipeline import build_dataset
 
     return build_dataset(records, keypoints=keypoints, input_size=config.model.input_size,
                          heatmap_size=config.model.heatmap_size, sigma=config.model.sigma,
-                         train=False, batch_size=int(config.test.batch_size))
+                         train=False, batch_size=int(config.test.batch_size),
+                         input_preprocessing=input_preprocessing_of(config))
 
 
 def _val_person_crops(config, num_samples):

@@ -2,26 +2,30 @@
 
 Layout written under ``output_dir``::
 
-    saved_model/          signatures serving_default, keypoints, keypoints_encoded
+    saved_model/          signatures serving_default, heatmaps_preprocessed, keypoints,
+                          keypoints_encoded
     model_fp32.tflite     batch-1 crops -> heatmaps (sub-pixel deconvs)
     model_fp16.tflite     float16 weights
     model_int8.tflite     full-integer, calibrated on validation crops
     keypoints.json        the keypoint set: names, flip pairs, skeleton, OKS sigmas
-    export_info.json      input size, K, flip test, box padding (for the deployment kit)
+    export_info.json      input size, input preprocessing, flip test, box padding
 
-The SavedModel carries its own copy of keypoints.json in ``saved_model/assets.extra/``, so
-that it travels with the model to a server.
+The SavedModel carries its own copies of keypoints.json and export_info.json in
+``saved_model/assets.extra/``, so that they travel with the model to a server.
 """
-import json
 import os
 
 import keras
 import tensorflow as tf
 
+from mrpose_tf import preprocessing
+from mrpose_tf.config import input_preprocessing_of
 from mrpose_tf.export import graph, tflite
 from mrpose_tf.export.calibration import calibration_crops
+from mrpose_tf.files import atomic_write_json
 from mrpose_tf.keypoints import save_keypoint_set
-from mrpose_tf.predictor import SAVED_MODEL_EXTRA
+from mrpose_tf.predictor import EXPORT_INFO, SAVED_MODEL_EXTRA
+from mrpose_tf.preprocessing import preprocess
 
 FORMATS = ("saved_model", "tflite_fp32", "tflite_fp16", "tflite_int8")
 FILE_NAMES = {"saved_model": "saved_model", "tflite_fp32": "model_fp32.tflite",
@@ -39,16 +43,21 @@ def parse_formats(formats):
 
 
 def export_saved_model(model, config, keypoints, path):
-    """A SavedModel for TF Serving with three signatures.
+    """A SavedModel for TF Serving with four signatures.
 
-    - ``serving_default``: ``image`` (N, H, W, 3) float32 preprocessed crops -> ``heatmaps``.
+    - ``serving_default``: ``image`` (N, H, W, 3) uint8 RGB crops -> ``heatmaps``; the
+      crops are preprocessed inside the graph (the run's ``model.input_preprocessing``), so
+      a client never needs to know the convention.
+    - ``heatmaps_preprocessed``: ``image`` (N, H, W, 3) float32 crops already preprocessed
+      (evaluation pipelines) -> ``heatmaps``.
     - ``keypoints``: ``image`` (height, width, 3) uint8 RGB of any size and ``boxes`` (M, 4)
       float32 xywh -> ``keypoints`` (M, K, 2) image pixels and ``scores`` (M, K).
     - ``keypoints_encoded``: the same with ``image_bytes``, a JPEG/PNG/BMP/GIF string.
 
     Crop, preprocessing, model, flip test (``config.test.flip_test`` with the keypoint set's
     flip pairs, baked in), decoding and the inverse transform run inside the graph
-    (:mod:`mrpose_tf.export.graph`). The keypoint set goes to ``assets.extra/keypoints.json``.
+    (:mod:`mrpose_tf.export.graph`). The keypoint set and :func:`export_info` go to
+    ``assets.extra/``.
 
     Args:
       model: the keras pose model.
@@ -60,11 +69,14 @@ def export_saved_model(model, config, keypoints, path):
       ``path``.
     """
     height, width = (int(v) for v in config.model.input_size)
+    convention = input_preprocessing_of(config)
     options = dict(input_size=(height, width), flip_pairs=keypoints.flip_pairs,
                    flip_test=bool(config.test.flip_test),
                    shift_heatmap=bool(config.test.shift_heatmap),
-                   box_padding=float(config.augment.box_padding))
-    crops = tf.TensorSpec((None, height, width, 3), tf.float32, name="image")
+                   box_padding=float(config.augment.box_padding),
+                   input_preprocessing=convention)
+    crops = tf.TensorSpec((None, height, width, 3), tf.uint8, name="image")
+    preprocessed = tf.TensorSpec((None, height, width, 3), tf.float32, name="image")
     image = tf.TensorSpec((None, None, 3), tf.uint8, name="image")
     image_bytes = tf.TensorSpec((), tf.string, name="image_bytes")
     boxes = tf.TensorSpec((None, 4), tf.float32, name="boxes")
@@ -83,20 +95,32 @@ def export_saved_model(model, config, keypoints, path):
     archive.track(model)
     archive.add_endpoint(
         "serving_default",
+        lambda image: {"heatmaps": model(preprocess(graph.checked_crops(image, (height, width)),
+                                                    convention), training=False)},
+        [crops])
+    archive.add_endpoint(
+        "heatmaps_preprocessed",
         lambda image: {"heatmaps": model(graph.checked_crops(image, (height, width)),
                                          training=False)},
-        [crops])
+        [preprocessed])
     archive.add_endpoint("keypoints", image_keypoints)
     archive.add_endpoint("keypoints_encoded", keypoints_encoded, [image_bytes, boxes])
     archive.write_out(path, verbose=False)
     save_keypoint_set(keypoints, os.path.join(path, SAVED_MODEL_EXTRA))
+    atomic_write_json(os.path.join(path, SAVED_MODEL_EXTRA, EXPORT_INFO), export_info(config))
     return path
 
 
 def export_info(config):
-    """What a deployment needs besides the model and its keypoint set: sizes, padding."""
+    """What a deployment needs besides the model and its keypoint set: the input size, the
+    input convention (name, the network's channel order, mean and std on 0..255), the flip
+    test and the box padding."""
     height, width = (int(v) for v in config.model.input_size)
+    convention = input_preprocessing_of(config)
+    order, mean, std = preprocessing.convention(convention)
     return {"input_size": [height, width], "num_joints": int(config.model.num_joints),
+            "input_preprocessing": convention, "channel_order": order,
+            "mean": [float(v) for v in mean], "std": [float(v) for v in std],
             "flip_test": bool(config.test.flip_test),
             "shift_heatmap": bool(config.test.shift_heatmap),
             "box_padding": float(config.augment.box_padding),
@@ -144,7 +168,6 @@ def export_model(model, config, keypoints, output_dir, formats=FORMATS,
             with open(paths[name], "wb") as f:
                 f.write(converted[quantization])
     paths["keypoints"] = save_keypoint_set(keypoints, output_dir)
-    paths["export_info"] = os.path.join(output_dir, "export_info.json")
-    with open(paths["export_info"], "w") as f:
-        json.dump(export_info(config), f, indent=1)
+    paths["export_info"] = os.path.join(output_dir, EXPORT_INFO)
+    atomic_write_json(paths["export_info"], export_info(config))
     return paths

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from mrpose_tf.codec import decode_heatmaps_tf, fuse_flip_test_tf
 from mrpose_tf.geometry import affine_transform_tf, box_to_center_scale_tf, warp_affine_tf
-from mrpose_tf.preprocessing import preprocess
+from mrpose_tf.preprocessing import DEFAULT_CONVENTION, preprocess
 
 
 def flip_test_heatmaps_tf(model, crops, flip_pairs, shift_heatmap=True):
@@ -24,7 +24,7 @@ def flip_test_heatmaps_tf(model, crops, flip_pairs, shift_heatmap=True):
 
 
 def checked_crops(crops, input_size):
-    """``crops`` after asserting (N, H, W, 3) float32 of the model's size (InvalidArgumentError).
+    """``crops`` after asserting (N, H, W, 3) of the model's size (InvalidArgumentError).
 
     TF Serving feeds a request's tensor without checking it against the signature's shape,
     so the graph checks it before the model sees it.
@@ -55,7 +55,8 @@ def _check_inputs(image, boxes):
 
 
 def image_keypoints_tf(model, image, boxes, input_size, flip_pairs, flip_test=True,
-                       shift_heatmap=True, box_padding=1.25):
+                       shift_heatmap=True, box_padding=1.25,
+                       input_preprocessing=DEFAULT_CONVENTION):
     """Keypoints of the people in ``boxes`` of one image, entirely in TensorFlow.
 
     Equal to ``mrpose_tf.Predictor(model, ...)(image, boxes)`` up to the bilinear
@@ -72,6 +73,8 @@ def image_keypoints_tf(model, image, boxes, input_size, flip_pairs, flip_test=Tr
       flip_test: average with the mirrored crops (the paper's evaluation).
       shift_heatmap: the reference's one-pixel shift of the flipped-back heatmaps.
       box_padding: box enlargement factor.
+      input_preprocessing: the convention of the model's weights
+        (:data:`mrpose_tf.preprocessing.CONVENTIONS`).
 
     Returns:
       {'keypoints': (M, K, 2) float32 image pixels, 'scores': (M, K) float32}.
@@ -85,7 +88,7 @@ def image_keypoints_tf(model, image, boxes, input_size, flip_pairs, flip_test=Tr
         matrices = affine_transform_tf(centers, scales, 0.0, (height, width))
         crops = tf.map_fn(lambda m: warp_affine_tf(image, m, (height, width)), matrices,
                           fn_output_signature=tf.TensorSpec((height, width, 3), tf.float32))
-        crops = preprocess(crops)
+        crops = preprocess(crops, input_preprocessing)
         if flip_test:
             heatmaps = flip_test_heatmaps_tf(model, crops, flip_pairs, shift_heatmap)
         else:

@@ -128,6 +128,7 @@ def training_data_from_config(config):
     """
     if config.dataset.name == "random":
         return _random_data(config)
+    from mrpose_tf.config import input_preprocessing_of
     from mrpose_tf.data.pipeline import build_dataset, read_split
 
     train_records, keypoints = read_split(config, "train")
@@ -148,7 +149,8 @@ def training_data_from_config(config):
                 gt_config.test.use_gt_boxes = True
             val_gt_records, _ = read_split(gt_config, "val")
     common = dict(keypoints=keypoints, input_size=tuple(config.model.input_size),
-                  heatmap_size=tuple(config.model.heatmap_size), sigma=float(config.model.sigma))
+                  heatmap_size=tuple(config.model.heatmap_size), sigma=float(config.model.sigma),
+                  input_preprocessing=input_preprocessing_of(config))
     checked = []
 
     def train_fn(input_context=None, epoch=0):

@@ -7,6 +7,8 @@
                             (:mod:`mrpose_tf.evaluation.pck`), training time, images/s and
                             the learning curve (read back from metrics.jsonl)
     export/                 saved_model/, model_fp32.tflite, model_int8.tflite, keypoints.json
+                            (with both TFLite models, metrics.json has 'int8_vs_fp32': their
+                            mean OKS and the AP of each)
     demo.png                predicted skeletons drawn on validation images
     learning_curve.png      training loss and validation metrics against the step
 """
@@ -29,11 +31,11 @@ def float32_copy(model, config):
     Mixed-precision models keep float32 variables, and the trainer's layer forms have the
     plain layers' variables, so the weights carry over unchanged.
     """
-    from mrpose_tf.models import build_model, dtype_policy
+    from mrpose_tf.config import model_from_config
+    from mrpose_tf.models import dtype_policy
 
     with dtype_policy("float32"):
-        copy = build_model(config.model.arch, config.model.backbone, int(config.model.num_joints),
-                           tuple(config.model.input_size), backbone_weights=None)
+        copy = model_from_config(config)
     copy.set_weights(model.get_weights())
     return copy
 
@@ -120,6 +122,17 @@ def finish_run(model, config, keypoints, workdir, train_result, val_records, tra
         paths = export_model(model, config, keypoints, os.path.join(workdir, "export"), formats)
         metrics["export"] = {k: os.path.relpath(v, workdir) for k, v in paths.items()}
         log(f"exported {', '.join(sorted(paths))} to {os.path.join(workdir, 'export')}")
+        if {"tflite_fp32", "tflite_int8"} <= set(paths):
+            from mrpose_tf.export import compare_int8_fp32
+
+            gt_config = config.copy_and_resolve_references()
+            with gt_config.unlocked():
+                gt_config.test.use_gt_boxes = True
+            int8 = compare_int8_fp32(paths["tflite_fp32"], paths["tflite_int8"], gt_config,
+                                     keypoints)
+            metrics["int8_vs_fp32"] = int8
+            log(f"TFLite int8 against fp32: mean OKS {int8['mean_oks']:.3f}, AP "
+                f"{int8['ap_int8']:.4f} against {int8['ap_fp32']:.4f}")
     if int(finish.get("demo_images", 0)) > 0:
         from mrpose_tf.visualization import draw_people
 

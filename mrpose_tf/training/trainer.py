@@ -27,10 +27,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mrpose_tf.config import backbone_weights_of, model_from_config
+from mrpose_tf.convert import is_torch_file, load_torch_backbone
 from mrpose_tf.files import atomic_write_json
 from mrpose_tf.keypoints import save_keypoint_set
 from mrpose_tf.losses import joints_mse
-from mrpose_tf.models import build_model, dtype_policy, zero_init_residual
+from mrpose_tf.models import dtype_policy, zero_init_residual
 from mrpose_tf.training.checkpointing import RunState
 from mrpose_tf.training.metrics import heatmap_pck_counts
 from mrpose_tf.training.optimizer import make_optimizer
@@ -61,19 +63,24 @@ def build_training_model(config, strategy, precision="float32"):
       on CPUs the fused BatchNorm kernel and the measured matmul form of the transposed
       convs. Its checkpoints load into the plain model.
 
+    ``config.model.backbone_weights`` may be a torchvision classification checkpoint
+    (``resnet50-19c8e357.pth``, with ``backbone_style='pytorch'``): its backbone tensors are
+    loaded after the build (:func:`mrpose_tf.convert.load_torch_backbone`; needs torch).
+
     Raises:
       ValueError: ``zero_init_residual`` together with pretrained backbone weights.
     """
-    weights = config.model.backbone_weights or None
+    weights = backbone_weights_of(config)
     zero_init = config.model.get("zero_init_residual", False)
     if zero_init and weights is not None:
         raise ValueError("config.model.zero_init_residual is for random initialisation; it would "
                          f"overwrite the backbone_weights {weights!r} (set them to None)")
+    torch_file = weights is not None and is_torch_file(weights)
     train = config.train
     with dtype_policy(precision), strategy.scope():
-        model = build_model(config.model.arch, config.model.backbone,
-                            int(config.model.num_joints), tuple(config.model.input_size),
-                            backbone_weights=weights)
+        model = model_from_config(config, None if torch_file else weights)
+        if torch_file:  # torchvision's ImageNet ResNet, as the paper starts from
+            load_torch_backbone(model, weights)
         if zero_init:
             zero_init_residual(model)
         return rewrite_for_training(
@@ -364,7 +371,8 @@ class Trainer:
     def _skeleton_images(self, val_dataset_fn):
         """Predicted skeletons (heatmap argmax) drawn on the first validation crops."""
         from mrpose_tf.codec import heatmap_argmax
-        from mrpose_tf.preprocessing import BGR_MEAN
+        from mrpose_tf.config import input_preprocessing_of
+        from mrpose_tf.preprocessing import unpreprocess
         from mrpose_tf.visualization import draw_skeleton
 
         batch = next(iter(val_dataset_fn(None)))
@@ -372,7 +380,7 @@ class Trainer:
         heatmaps = self.model(images, training=False).numpy()
         coords, scores = heatmap_argmax(heatmaps)
         stride = images.shape[1] / heatmaps.shape[1]
-        crops = np.clip(images + np.asarray(BGR_MEAN, np.float32), 0, 255)[..., ::-1]
+        crops = np.clip(unpreprocess(images, input_preprocessing_of(self.config)), 0, 255)
         drawn = [draw_skeleton(crop.astype(np.uint8), points * stride, score, self.keypoints)
                  for crop, points, score in zip(crops, coords, scores)]
         return np.stack(drawn)
