@@ -52,10 +52,10 @@ def test_matmul_transposed_conv_equals_conv2d_transpose_forward_and_backward(
 
 
 def test_benchmark_transposed_conv_choices_spell_out_the_trainer_forms():
-    # scripts/benchmark.py copies the tuple so that parsing its flags imports no keras.
+    # The train benchmark copies the tuple so that parsing its flags imports no keras.
+    from mrpose_tf.benchmarks import train
     from mrpose_tf.training.layers import TRANSPOSED_CONV_CHOICES
-    from scripts import benchmark
-    assert benchmark.TRANSPOSED_CONV_CHOICES == TRANSPOSED_CONV_CHOICES
+    assert train.TRANSPOSED_CONV_CHOICES == TRANSPOSED_CONV_CHOICES
 
 
 _BUILT = {}

@@ -1,0 +1,4 @@
+"""``python -m mrpose_tf.benchmarks SUBCOMMAND ...``."""
+from mrpose_tf.benchmarks import main
+
+main()

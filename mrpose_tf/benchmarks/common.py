@@ -1,0 +1,108 @@
+"""What several benchmarks share: sizes, the machine's ceilings, model costs, the peer."""
+import os
+
+INPUT_SIZE, HEATMAP_SIZE = (256, 192), (64, 48)
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COCO_SAMPLE = os.path.join(REPO_ROOT, "..", "shared", "data", "coco_sample")
+ARCHS = ("simple_baseline", "mrfeanet2")
+
+
+def bool_flag(text):
+    """argparse type of a boolean flag: 1/true/yes (any case) is True."""
+    return str(text).lower() in ("1", "true", "yes")
+
+
+def model_macs(arch, winograd=None, input_size=INPUT_SIZE):
+    """Multiply-accumulates of one forward pass (``count_flops`` / 2), 256x192 by default.
+
+    ``winograd`` (True/False) counts the TFLite inference model of that form instead of the
+    training graph (False: the direct sub-pixel form, the same count).
+    """
+    import keras
+
+    from mrpose_tf.export import inference_model
+    from mrpose_tf.models import build_model
+    from mrpose_tf.models.complexity import count_flops
+
+    model = build_model(arch, "resnet50", 17, input_size)
+    if winograd is not None:
+        model = inference_model(model, winograd=winograd)
+    macs = count_flops(model) / 2
+    keras.utils.clear_session()
+    return macs
+
+
+def gemm_rate(dtype, size=2048, runs=5):
+    """Best multiply-accumulates/s of a size^3 TF matmul in ``dtype`` (the GEMM ceiling)."""
+    import time
+
+    import tensorflow as tf
+
+    a = tf.cast(tf.random.stateless_normal((size, size), seed=(1, 2)), dtype)
+    b = tf.cast(tf.random.stateless_normal((size, size), seed=(3, 4)), dtype)
+    matmul = tf.function(lambda a, b: tf.matmul(a, b))
+    matmul(a, b).numpy()
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+    return size ** 3 / best
+
+
+def xnnpack_rate(quantization, threads, runs=20):
+    """Best multiply-accumulates/s of XNNPACK here on plain convolutions (the ceiling).
+
+    Two TFLite models, each a stack of convolutions at ResNet-like sizes (1x1 1024->1024 and
+    3x3 256->256 at 32x24); the faster one's median rate is the ceiling for a whole model.
+    """
+    import keras
+    import numpy as np
+
+    from mrpose_tf.benchmarks.timing import timed
+    from mrpose_tf.export.tflite import convert_all, litert_interpreter, run_tflite
+
+    best = 0.0
+    for kernel, channels in ((1, 1024), (3, 256)):
+        inputs = keras.Input((32, 24, channels))
+        x = inputs
+        for _ in range(4):
+            x = keras.layers.Conv2D(channels, kernel, padding="same")(x)
+        model = keras.Model(inputs, x)
+        crops = np.random.default_rng(0).normal(0, 1, (4, 32, 24, channels)).astype(np.float32)
+        flatbuffer = convert_all(model, [quantization], crops)[quantization]
+        interpreter = litert_interpreter(flatbuffer, num_threads=threads)
+        macs = 4 * 32 * 24 * kernel * kernel * channels * channels
+        best = max(best, macs / (timed(lambda: run_tflite(interpreter, crops[:1]), runs, 3)
+                                 / 1e3))
+        keras.utils.clear_session()
+    return best
+
+
+def calibrate_batch_norm(model, crops):
+    """Set every BatchNormalization's moving statistics to its batch statistics on ``crops``.
+
+    A random-weight network keeps the initial statistics (mean 0, variance 1), so its branches
+    end up orders of magnitude apart, unlike a trained one; int8 then sees scales that no
+    trained model has (an MRFeaNet2 int8 ADD of two such branches falls outside XNNPACK).
+    """
+    import keras
+
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(crops, training=True)
+    for layer, momentum in zip(norms, momenta):
+        layer.momentum = momentum
+
+
+def torch_peer(arch):
+    """(the same network in plain PyTorch, torch), or (None, None) without torch."""
+    try:
+        import torch
+
+        from mrpose_tf.benchmarks.torch_peer import PoseNet
+    except ImportError:
+        return None, None
+    return PoseNet(arch, 50, "pytorch", 17), torch

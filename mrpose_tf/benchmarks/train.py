@@ -1,0 +1,148 @@
+"""train: images/s of the trainer's own step, against the GEMM ceiling and PyTorch.
+
+The ceiling: a training step is ~3 forward passes of multiply-accumulates (forward, input
+gradients, weight gradients); no step can beat this machine's best GEMM rate on them.
+"""
+import itertools
+import json
+import os
+import tempfile
+
+from mrpose_tf.benchmarks.common import ARCHS, INPUT_SIZE, bool_flag, gemm_rate, model_macs, \
+    torch_peer
+from mrpose_tf.benchmarks.timing import interleaved, median, window_rates
+
+# PyTorch, batch 8, float32: the authors' code on this project's CPU.
+AUTHORS_IMAGES_PER_S = {"simple_baseline": 4.3, "mrfeanet2": 2.2}
+# mrpose_tf.training.layers.TRANSPOSED_CONV_CHOICES, spelt out: importing it (and keras) while
+# the flags are parsed would fix the Keras backend before the 'keras' subcommand chooses one.
+TRANSPOSED_CONV_CHOICES = ("auto", "matmul", "native")
+
+
+def _sizes(args):
+    size = tuple(args.input_size)
+    return size, (size[0] // 4, size[1] // 4)
+
+
+def measure_trainer(arch, precision, args):
+    """{(transposed conv form, adam): (images/s, last loss)} of ``Trainer.train_step`` on
+    random in-memory tensors, one trainer per variant, their windows interleaved."""
+    import keras
+
+    from mrpose_tf.config import paper_config
+    from mrpose_tf.training import Trainer, make_strategy
+    from mrpose_tf.training.inputs import random_examples, tensor_dataset_fn
+
+    size, heatmap = _sizes(args)
+    config = paper_config("coco", arch, "resnet50", INPUT_SIZE)
+    config.model.input_size, config.model.heatmap_size = size, heatmap
+    config.model.backbone_weights = None
+    config.train.batch_size = args.batch_size
+    strategy = make_strategy("one_device")
+    data = random_examples(args.batch_size, size, heatmap, 17)
+    steps, losses = {}, {}
+    with tempfile.TemporaryDirectory() as workdir:
+        for form, adam in itertools.product(args.transposed_conv, args.adam):
+            config.train.fused_adam = adam == "fused"
+            config.train.transposed_conv = form
+            trainer = Trainer(config, os.path.join(workdir, f"{form}_{adam}"), strategy,
+                              steps_per_epoch=1000, precision=precision,
+                              jit_compile=args.jit, log=lambda line: None)
+            batches = iter(trainer.distribute(tensor_dataset_fn(data, args.batch_size,
+                                                                repeat=True)))
+
+            def step(trainer=trainer, batches=batches, key=(form, adam)):
+                losses[key] = float(trainer.train_step(next(batches)))  # waits for the step
+
+            steps[form, adam] = step
+        rates = interleaved(steps, args.batch_size, args.steps, args.windows, args.warmup_steps)
+    keras.utils.clear_session()  # free these models before the next ones
+    return {variant: (rate, losses[variant]) for variant, rate in rates.items()}
+
+
+def measure_torch(arch, args):
+    """Images/s of the same network's training step in eager PyTorch (Adam), or None."""
+    net, torch = torch_peer(arch)
+    if net is None:
+        return None
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    size, heatmap = _sizes(args)
+    images = torch.randn(args.batch_size, 3, *size)
+    targets = torch.rand(args.batch_size, 17, *heatmap)
+    net.train()
+
+    def step():
+        optimizer.zero_grad()
+        loss = 0.5 * ((net(images) - targets) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+
+    return median(window_rates(step, args.batch_size, args.steps, args.windows,
+                               args.warmup_steps))
+
+
+def run(args):
+    size, _ = _sizes(args)
+    print(f"training step, {size[0]}x{size[1]}, batch {args.batch_size}, ResNet-50, "
+          f"{args.warmup_steps} warm-up steps, then the median of {args.windows} windows of "
+          f"{args.steps} steps, jit {'on' if args.jit else 'off'}")
+    gemm = {p: gemm_rate("bfloat16" if p == "mixed_bfloat16" else "float32")
+            for p in args.precisions if p != "mixed_float16"}
+    print("GEMM ceiling (2048^3 tf.matmul): " + ", ".join(
+        f"{p} {rate / 1e9:.0f} GMAC/s" for p, rate in gemm.items()))
+    print(f"{'arch':<18}{'precision':<16}{'transposed conv':<17}{'adam':<7}{'img/s':>8}"
+          f"{'x authors':>11}{'ceiling':>9}{'torch img/s':>13}")
+    # The authors' rate was measured at 256x192, batch 8: no ratio for other settings.
+    like_authors = size == INPUT_SIZE and args.batch_size == 8
+    results = []
+    for arch in args.archs:
+        torch_rate = measure_torch(arch, args)
+        torch_text = f"{torch_rate:.2f}" if torch_rate else "(no torch)"
+        step_macs = 3 * model_macs(arch, input_size=size)
+        for precision in args.precisions:
+            ceiling = gemm[precision] / step_macs if precision in gemm else None
+            ceiling_text = f"{ceiling:.2f}" if ceiling else "-"
+            for (form, adam), (rate, loss) in measure_trainer(arch, precision, args).items():
+                ratio = rate / AUTHORS_IMAGES_PER_S[arch] if like_authors else None
+                ratio_text = f"{ratio:.2f}x" if ratio else "-"
+                print(f"{arch:<18}{precision:<16}{form:<17}{adam:<7}{rate:>8.2f}{ratio_text:>11}"
+                      f"{ceiling_text:>9}{torch_text:>13}", flush=True)
+                results.append({"arch": arch, "precision": precision, "transposed_conv": form,
+                                "adam": adam, "images_per_s": rate,
+                                "authors_pytorch_images_per_s": AUTHORS_IMAGES_PER_S[arch],
+                                "ceiling_images_per_s": ceiling,
+                                "train_macs_per_image": step_macs,
+                                "torch_images_per_s": torch_rate, "last_loss": loss})
+    print("ceiling = GEMM ceiling / (3 x forward multiply-accumulates per image); transposed "
+          "conv: auto = the trainer's CPU rule (training.layers.uses_matmul_form); adam: fused = "
+          "TF's kernel (the trainer's default), keras = the same Adam in Keras ops")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"batch_size": args.batch_size, "input_size": size,
+                       "gemm_macs_per_s": gemm, "results": results}, f, indent=2)
+
+
+def add(subparsers):
+    p = subparsers.add_parser("train", help="training images/s of the trainer's step")
+    p.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
+    p.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"],
+                   choices=["float32", "mixed_bfloat16", "mixed_float16"])
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--steps", type=int, default=3, help="steps per timed window")
+    p.add_argument("--windows", type=int, default=5, help="timed windows; the median is kept")
+    p.add_argument("--warmup_steps", type=int, default=3)
+    p.add_argument("--jit", type=bool_flag, default=False)
+    p.add_argument("--input_size", type=int, nargs=2, default=list(INPUT_SIZE),
+                   metavar=("HEIGHT", "WIDTH"), help="e.g. 96 64 (configs/synthetic_long.py)")
+    p.add_argument("--transposed_conv", nargs="+", default=["auto"],
+                   choices=TRANSPOSED_CONV_CHOICES,
+                   help="config.train.transposed_conv: auto: the trainer's CPU rule "
+                        "(training.layers.uses_matmul_form); matmul: every transposed conv as "
+                        "MatmulConv2DTranspose; native: keras Conv2DTranspose everywhere. "
+                        "Several: one row each, timed in interleaved windows")
+    p.add_argument("--adam", nargs="+", default=["fused"], choices=["fused", "keras"],
+                   help="fused: the trainer's Adam through TF's fused kernel "
+                        "(config.train.fused_adam); keras: the same update in Keras ops. "
+                        "Several: as --transposed_conv")
+    p.add_argument("--json", default="", help="write the results here")
+    p.set_defaults(func=run)
