@@ -18,7 +18,8 @@ import urllib.request
 import cv2
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tflite_infer import draw  # noqa: E402  (same folder; numpy + OpenCV only)
+# Same folder; numpy + OpenCV only.
+from tflite_infer import draw, joined_box_values, read_image_rgb  # noqa: E402
 
 
 def predict_request(image_bytes, boxes):
@@ -51,11 +52,12 @@ def main(argv=None):
     parser.add_argument("--server", default="http://localhost:8501")
     parser.add_argument("--model_name", default="pose")
     parser.add_argument("--image", required=True)
-    parser.add_argument("--boxes", action="append", required=True, help="x,y,w,h (repeat)")
+    parser.add_argument("--boxes", action="append", required=True,
+                        help="x,y,w,h (repeat; x and y may be negative)")
     parser.add_argument("--output", default="keypoints.jpg")
     parser.add_argument("--keypoints", help="the export's keypoints.json: its skeleton is drawn "
                         "(default: joints only)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(joined_box_values(sys.argv[1:] if argv is None else list(argv)))
     with open(args.image, "rb") as f:
         image_bytes = f.read()
     boxes = [[float(v) for v in box.split(",")] for box in args.boxes]
@@ -65,8 +67,9 @@ def main(argv=None):
     if args.keypoints:
         with open(args.keypoints, encoding="utf-8") as f:
             skeleton = json.load(f)["skeleton"]
-    image = cv2.imread(args.image, cv2.IMREAD_COLOR)
-    cv2.imwrite(args.output, draw(image, keypoints, scores, skeleton))
+    # The pixels the server decoded (TensorFlow ignores EXIF orientation), for drawing.
+    image_bgr = read_image_rgb(args.image)[..., ::-1].copy()
+    cv2.imwrite(args.output, draw(image_bgr, keypoints, scores, skeleton))
 
 
 if __name__ == "__main__":

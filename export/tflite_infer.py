@@ -17,6 +17,7 @@ skeleton.
 import argparse
 import json
 import os
+import sys
 
 import cv2
 import numpy as np
@@ -24,6 +25,13 @@ import numpy as np
 # Without export_info.json: keras.applications' 'caffe' preprocessing (BGR, mean only).
 DEFAULT_INPUT = {"channel_order": "bgr", "mean": [103.939, 116.779, 123.68],
                  "std": [1.0, 1.0, 1.0]}
+
+
+def read_image_rgb(path):
+    """An image file -> (H, W, 3) uint8 RGB as stored (EXIF orientation ignored, as
+    mrpose_tf.images reads it and as the training pipeline decodes it), or None."""
+    image = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    return None if image is None else np.ascontiguousarray(image[..., ::-1])
 
 
 def _read_json(path):
@@ -142,9 +150,12 @@ class TFLitePose:
           boxes: (M, 4) person boxes (x, y, w, h) in pixels.
         """
         image_rgb = np.asarray(image_rgb)
-        if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
-            raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image_rgb.dtype} "
-                             f"{image_rgb.shape}")
+        if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
+            raise ValueError(f"image must be (H, W, 3) uint8 RGB, got shape {image_rgb.shape}")
+        if image_rgb.dtype != np.uint8:  # the Predictor's and the SavedModel's contract too
+            low, high = (image_rgb.min(), image_rgb.max()) if image_rgb.size else (0, 0)
+            raise ValueError(f"image must be uint8 RGB with values 0..255, got "
+                             f"{image_rgb.dtype} with values {low:g}..{high:g}")
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         if np.any(boxes[:, 2:] <= 0) or not np.all(np.isfinite(boxes)):
             raise ValueError(f"boxes need finite values and width, height > 0: {boxes.tolist()}")
@@ -195,18 +206,35 @@ def draw(image_bgr, keypoints, scores, skeleton=(), threshold=0.2):
     return image_bgr
 
 
+def joined_box_values(argv):
+    """``--boxes -50,100,120,240`` as ``--boxes=-50,100,120,240``: argparse would read a
+    value that starts with '-' (a box left of or above the image) as an option."""
+    out, i = [], 0
+    while i < len(argv):
+        value = argv[i + 1] if i + 1 < len(argv) else ""
+        if argv[i] == "--boxes" and len(value) > 1 and value[0] == "-" \
+                and value[1] in "0123456789.":
+            out.append("--boxes=" + value)
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help=".tflite file")
     parser.add_argument("--image", required=True, help="image file")
     parser.add_argument("--boxes", action="append", required=True,
-                        help="person box x,y,w,h in pixels (repeat for several people)")
+                        help="person box x,y,w,h in pixels (repeat for several people; x and y "
+                             "may be negative)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", help="write the image with the keypoints drawn here")
     parser.add_argument("--json", help="write keypoints and scores here as JSON")
-    args = parser.parse_args(argv)
-    image_bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
-    if image_bgr is None:
+    args = parser.parse_args(joined_box_values(sys.argv[1:] if argv is None else list(argv)))
+    image_rgb = read_image_rgb(args.image)
+    if image_rgb is None:
         parser.error(f"cannot read image {args.image}")
     try:
         boxes = [[float(v) for v in box.split(",")] for box in args.boxes]
@@ -215,7 +243,7 @@ def main(argv=None):
     if any(len(box) != 4 for box in boxes):
         parser.error(f"--boxes must be x,y,w,h (4 numbers), got {args.boxes}")
     model = TFLitePose(args.model, num_threads=args.threads)
-    keypoints, scores = model(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB), boxes)
+    keypoints, scores = model(image_rgb, boxes)
     result = {"keypoints": keypoints.tolist(), "scores": scores.tolist()}
     if args.json:
         with open(args.json, "w") as f:
@@ -223,6 +251,7 @@ def main(argv=None):
     else:
         print(json.dumps(result))
     if args.output:
+        image_bgr = np.ascontiguousarray(image_rgb[..., ::-1])
         cv2.imwrite(args.output, draw(image_bgr, keypoints, scores, model.skeleton))
 
 

@@ -38,7 +38,9 @@ def read_run_config(path):
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"no config.json beside or above checkpoint {path}; pass the "
                                 f"experiment config (--config) explicitly")
-    return ml_collections.ConfigDict(load_json(config_file, "run config"))
+    from mrpose_tf.config import resolve_unset_fields
+
+    return resolve_unset_fields(ml_collections.ConfigDict(load_json(config_file, "run config")))
 
 
 def resolve_checkpoint(path):
@@ -106,21 +108,27 @@ def keypoint_set_from_config(config):
     """The keypoint set a config describes, for runs and exports without ``keypoints.json``.
 
     COCO and MPII by the dataset's name; the 'random' set (smoke runs) as unnamed joints; any
-    other COCO-format set from the keypoint category of its validation annotation file.
-    ``dataset.flip_pairs`` and ``dataset.oks_sigmas`` override either. Never guessed from
-    the number of joints.
+    other COCO-format set from its validation annotation file, as the reader takes it
+    (:func:`mrpose_tf.data.coco.keypoint_spec_from_coco`). ``dataset.flip_pairs`` and
+    ``dataset.oks_sigmas`` override either (a COCO-format file's set also
+    ``dataset.category_ids`` and ``dataset.skeleton``). Never guessed from the number of
+    joints.
 
     Raises:
       ValueError: the set cannot be told from the config (names the fields to set), or its
         K differs from ``model.num_joints``.
     """
+    from mrpose_tf.data.coco import keypoint_overrides
+
     d = config.dataset
-    flip_pairs, sigmas = d.get("flip_pairs"), d.get("oks_sigmas")
+    overrides = keypoint_overrides(d)
+    flip_pairs, sigmas = overrides["flip_pairs"], overrides["sigmas"]
     if d.name in ("coco", "mpii"):
         spec = COCO if d.name == "coco" else MPII
         spec = KeypointSpec(spec.name, spec.names,
-                            tuple(map(tuple, flip_pairs)) if flip_pairs else spec.flip_pairs,
-                            spec.skeleton, tuple(sigmas) if sigmas else spec.sigmas)
+                            tuple(map(tuple, flip_pairs)) if flip_pairs is not None
+                            else spec.flip_pairs,
+                            spec.skeleton, tuple(sigmas) if sigmas is not None else spec.sigmas)
     elif d.name == "random":
         spec = KeypointSpec.unnamed(config.model.num_joints, flip_pairs, "random")
     else:
@@ -132,8 +140,7 @@ def keypoint_set_from_config(config):
                 f"the keypoint set of dataset {d.name!r} is unknown: the run has no keypoints.json "
                 f"and the annotation file {path} is not there (set config.dataset.root, or "
                 f"retrain to write keypoints.json)")
-        spec = keypoint_spec_from_coco(load_json(path), path, flip_pairs=flip_pairs,
-                                       sigmas=sigmas)
+        spec = keypoint_spec_from_coco(load_json(path), path, **overrides)
     if spec.num_joints != int(config.model.num_joints):
         raise ValueError(f"dataset {d.name!r} has {spec.num_joints} keypoints but "
                          f"config.model.num_joints is {config.model.num_joints}")

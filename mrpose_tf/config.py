@@ -31,8 +31,13 @@ def base_config():
     c.dataset.val_annotations = "annotations/person_keypoints_val2017.json"
     c.dataset.val_images = "images/val2017"
     c.dataset.mpii_gt_file = ""          # MPII: the official gt_valid.mat for PCKh
-    c.dataset.flip_pairs = ml_collections.config_dict.placeholder(tuple)  # None: derived
-    c.dataset.oks_sigmas = ml_collections.config_dict.placeholder(tuple)  # None: from the set
+    # COCO-format sets: what the annotation file says unless set (mrpose_tf/data/coco.py).
+    # 0-based (a, b) index pairs; None: derived from the keypoint names; (): none.
+    c.dataset.flip_pairs = ml_collections.config_dict.placeholder(tuple)
+    c.dataset.oks_sigmas = ml_collections.config_dict.placeholder(tuple)  # None: the file's
+    # The categories to read; None: every category with the first one's keypoint names.
+    c.dataset.category_ids = ml_collections.config_dict.placeholder(tuple)
+    c.dataset.skeleton = ml_collections.config_dict.placeholder(tuple)  # 0-based; None: the file's
     c.dataset.tfds_name = ""             # read a TFDS build instead of the raw folder
     c.dataset.tfds_data_dir = ""
 
@@ -135,13 +140,44 @@ def input_preprocessing_of(config):
     return config.model.get("input_preprocessing", "keras_caffe")
 
 
+# The fields that may be left unset, and their unset value. The command line passes strings:
+# '--config.model.backbone_weights=None' arrives as 'None', and a tuple field given None as
+# (None,); :func:`resolve_unset_fields` reads those spellings as the unset value.
+UNSET_FIELDS = {
+    "model.backbone_weights": None, "test.detections": "", "dataset.mpii_gt_file": "",
+    "dataset.tfds_name": "", "dataset.tfds_data_dir": "", "dataset.flip_pairs": None,
+    "dataset.oks_sigmas": None, "dataset.category_ids": None, "dataset.skeleton": None,
+}
+_UNSET_SPELLINGS = ("", "none", "null")
+
+
+def is_unset(value):
+    """True for None, the strings '', 'None', 'none', 'null', and (None,) or ('None',)."""
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    return value is None or (isinstance(value, str) and value.strip().lower() in _UNSET_SPELLINGS)
+
+
+def resolve_unset_fields(config):
+    """Sets every field of :data:`UNSET_FIELDS` that :func:`is_unset` to its unset value.
+
+    Called on the configs the scripts take from the command line and on a run's saved
+    config, so every stage reads None or '' (an explicit empty tuple, e.g.
+    ``dataset.flip_pairs=()`` for no pairs, is kept). Returns ``config``, changed in place.
+    """
+    for path, unset in UNSET_FIELDS.items():
+        section, field = path.split(".")
+        if section in config and field in config[section]:
+            value = config[section][field]
+            if value is not unset and value != () and is_unset(value):
+                config[section][field] = unset
+    return config
+
+
 def backbone_weights_of(config):
-    """``config.model.backbone_weights``, with the command line's spellings of "none"
-    (``None``, ``none``, ``''``: absl passes them as strings) read as None."""
+    """``config.model.backbone_weights``, the spellings of "none" (:func:`is_unset`) as None."""
     weights = config.model.get("backbone_weights")
-    if weights is None or str(weights).strip().lower() in ("", "none"):
-        return None
-    return weights
+    return None if is_unset(weights) else weights
 
 
 def use_synthetic_dataset(config, root, num_train, num_val, difficulty, seed=0,

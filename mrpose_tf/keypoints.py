@@ -2,7 +2,7 @@
 
 One ``KeypointSpec`` describes a dataset's keypoints for every stage (targets, flip
 augmentation, flip test, OKS, drawing). COCO and MPII are built in; any COCO-format
-dataset gets one from its category entry (:meth:`KeypointSpec.from_coco_category`).
+dataset gets one from its category entry (:func:`mrpose_tf.data.coco.keypoint_spec_from_coco`).
 Every run directory and every export holds the set it was made with as ``keypoints.json``
 (:func:`save_keypoint_set`, :func:`load_keypoint_set`; MMPose keeps its dataset metainfo
 with the checkpoint the same way), so inference never guesses it.
@@ -37,28 +37,69 @@ MPII_SKELETON = (
     (0, 1), (1, 2), (2, 6), (3, 6), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9),
     (7, 12), (7, 13), (10, 11), (11, 12), (13, 14), (14, 15))
 
-_SIDE = re.compile(r"(^|[_\s-])(left|right|l|r)(?=$|[_\s-])", re.IGNORECASE)
+# A name's words: separators split them, and so do camel case and digits ('forelegL1' ->
+# 'foreleg', 'L', '1'; 'LEye' -> 'L', 'Eye'; 'Left Shoulder' -> 'Left', 'Shoulder').
+_WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+_SIDES = {"left": "right", "right": "left", "l": "r", "r": "l"}
+
+
+def _side_words(name):
+    """The (start, end) spans of the words of ``name`` that name a side."""
+    return [m.span() for m in _WORD.finditer(name) if m.group().lower() in _SIDES]
+
+
+def _mirrored_names(name):
+    """``name`` with one side word swapped, for each side word ('eyeL' -> ['eyeR']).
+
+    The swapped word keeps its case ('Left' -> 'Right', 'L' -> 'R', 'l' -> 'r').
+    """
+    out = []
+    for start, end in _side_words(name):
+        word = name[start:end]
+        other = _SIDES[word.lower()]
+        other = (other.upper() if word.isupper() else
+                 other.capitalize() if word[0].isupper() else other)
+        out.append(name[:start] + other + name[end:])
+    return out
 
 
 def derive_flip_pairs(names):
-    """Left/right pairs from keypoint names ('left_eye' <-> 'right_eye', 'l_knee' <-> 'r_knee')."""
-    swap = {"left": "right", "right": "left", "l": "r", "r": "l"}
+    """Left/right pairs from keypoint names, by the common conventions.
 
-    def mirror(name):
-        def repl(m):
-            word = m.group(2)
-            new = swap[word.lower()]
-            new = new.upper() if word.isupper() else new.capitalize() if word[0].isupper() else new
-            return m.group(1) + new
-        return _SIDE.sub(repl, name)
+    A side is a word of the name: ``left``/``right``, ``l``/``r`` or ``L``/``R``, as a prefix or
+    a suffix, set off by separators (``_``, ``-``, space), camel case or digits: 'left_eye' <->
+    'right_eye', 'Left Shoulder' <-> 'Right Shoulder', 'l_knee' <-> 'r_knee', 'leftEye' <->
+    'rightEye', 'LEye' <-> 'REye', 'eyeL' <-> 'eyeR', 'forelegL1' <-> 'forelegR1'. A name
+    pairs with the name that has its side word swapped, when the set holds it.
 
+    Args:
+      names: the K keypoint names.
+
+    Returns:
+      Tuple of 0-based (i, j) pairs, i < j, each keypoint in at most one pair.
+    """
     index = {n: i for i, n in enumerate(names)}
-    pairs = []
+    pairs, paired = [], set()
     for i, name in enumerate(names):
-        j = index.get(mirror(name))
-        if j is not None and j != i and (min(i, j), max(i, j)) not in pairs:
-            pairs.append((min(i, j), max(i, j)))
-    return tuple(pairs)
+        for mirrored in _mirrored_names(name):
+            j = index.get(mirrored)
+            if j is not None and j != i and not {i, j} & paired:
+                pairs.append((min(i, j), max(i, j)))
+                paired |= {i, j}
+                break
+    return tuple(sorted(pairs))
+
+
+def unpaired_sided_names(names, flip_pairs):
+    """Names that look like one side of a pair but are in none of ``flip_pairs``.
+
+    A name looks sided when it has a side word (see :func:`derive_flip_pairs`) or contains
+    'left' or 'right' anywhere ('leftfoot'). Such a keypoint keeps its label on the mirrored
+    limb after a horizontal flip, which corrupts the targets.
+    """
+    paired = {i for pair in flip_pairs for i in pair}
+    return [n for i, n in enumerate(names) if i not in paired
+            and (_side_words(n) or "left" in n.lower() or "right" in n.lower())]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,32 +127,14 @@ class KeypointSpec:
         k = len(self.names)
         if k < 1:
             raise ValueError(f"keypoint set {self.name!r} has no keypoints")
-        for pair in tuple(self.flip_pairs) + tuple(self.skeleton):
-            if len(pair) != 2 or not all(0 <= int(i) < k for i in pair):
-                raise ValueError(f"keypoint set {self.name!r}: pair {pair} is out of range for "
-                                 f"{k} keypoints")
+        for field in ("flip_pairs", "skeleton"):
+            for pair in getattr(self, field):
+                if len(pair) != 2 or not all(0 <= int(i) < k for i in pair):
+                    raise ValueError(f"keypoint set {self.name!r}: {field} pair {tuple(pair)} "
+                                     f"is out of range for {k} keypoints")
         if self.sigmas is not None and len(self.sigmas) != k:
             raise ValueError(f"keypoint set {self.name!r}: {len(self.sigmas)} OKS sigmas for "
                              f"{k} keypoints")
-
-    @classmethod
-    def from_coco_category(cls, category, flip_pairs=None, sigmas=None):
-        """From a COCO category entry (``keypoints`` names, 1-based ``skeleton``).
-
-        Flip pairs are derived from left/right names unless given; OKS sigmas default to
-        COCO's for the COCO person category and to 0.05 for every keypoint otherwise
-        (pass ``sigmas`` for a real custom set).
-        """
-        names = tuple(category.get("keypoints") or ())
-        if not names:
-            raise ValueError(f"category {category.get('name')!r} (id {category.get('id')}) "
-                             f"has no 'keypoints' names")
-        skeleton = tuple((a - 1, b - 1) for a, b in category.get("skeleton") or ())
-        if sigmas is None:
-            sigmas = COCO_SIGMAS if names == COCO_KEYPOINTS else (0.05,) * len(names)
-        pairs = tuple(map(tuple, flip_pairs)) if flip_pairs is not None else derive_flip_pairs(names)
-        return cls(category.get("name", "custom"), names, pairs, skeleton, tuple(sigmas))
-
 
     @classmethod
     def unnamed(cls, num_joints, flip_pairs=(), name="unnamed"):

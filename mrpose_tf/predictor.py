@@ -58,6 +58,33 @@ def predict_heatmaps(model, images, flip_pairs, flip_test=True, shift_heatmap=Tr
     return fuse_flip_test(heatmaps, mirrored, flip_pairs, shift_heatmap)
 
 
+def checked_image(image):
+    """``image`` as a numpy array, if it is (H, W, 3) uint8 RGB.
+
+    The one input contract of the Predictor, the SavedModel's ``keypoints`` signature and the
+    deployment kit: 8-bit RGB values 0..255, as ``cv2.imread`` (then BGR -> RGB) gives them.
+    A float image in 0..1 or a 16-bit one would be cropped and preprocessed as if it were
+    0..255 and give keypoints far off, so it is refused.
+
+    Raises:
+      ValueError naming the shape, or the dtype and value range, with the conversion.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3) uint8 RGB, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        low, high = (image.min(), image.max()) if image.size else (0, 0)
+        if np.issubdtype(image.dtype, np.floating) and high <= 1.0:
+            hint = "; for values 0..1: (image * 255).round().astype(np.uint8)"
+        elif image.dtype == np.uint16:
+            hint = "; for 16-bit values: (image >> 8).astype(np.uint8)"
+        else:
+            hint = "; convert it to 8 bits per channel"
+        raise ValueError(f"image must be uint8 RGB with values 0..255, got {image.dtype} with "
+                         f"values {low:g}..{high:g}{hint}")
+    return image
+
+
 def crop_person(image, center, scale, input_size):
     """Bilinear affine crop of one person box to ``input_size`` (height, width).
 
@@ -173,7 +200,7 @@ class Predictor:
         """Keypoints of the people in ``boxes``.
 
         Args:
-          image: (H, W, 3) uint8 RGB.
+          image: (H, W, 3) uint8 RGB (:func:`checked_image`; ValueError otherwise).
           boxes: (M, 4) person boxes (x, y, w, h) in pixels.
 
         Returns:
@@ -189,9 +216,7 @@ class Predictor:
           dict: 'keypoints' (M, K, 2), 'scores' (M, K), 'heatmaps' (M, h, w, K) float32,
           'crops' (M, H, W, 3) uint8, 'centers' and 'scales' (M, 2).
         """
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"image must be (H, W, 3) RGB, got shape {image.shape}")
+        image = checked_image(image)
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         if np.any(boxes[:, 2:] <= 0) or not np.all(np.isfinite(boxes)):
             bad = np.nonzero(np.any(~(boxes[:, 2:] > 0), axis=1)

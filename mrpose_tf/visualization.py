@@ -7,6 +7,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from mrpose_tf.images import read_image_rgb
+
 
 def _colour(i, n):
     """A distinct RGB colour for item i of n (hue wheel)."""
@@ -67,12 +69,11 @@ def draw_people(path, keypoints, records, keypoint_spec, num_images, columns=3):
         people.setdefault(record.image_path, []).append(points)
     drawn = []
     for image_path in list(people)[:max(1, int(num_images))]:
-        image = cv2.imread(image_path, cv2.IMREAD_COLOR)
+        image = read_image_rgb(image_path)
         if image is None:
             raise FileNotFoundError(f"cannot read image {image_path}")
         points = np.stack(people[image_path])
-        drawn.append(draw_skeleton(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), points[..., :2],
-                                   points[..., 2], keypoint_spec))
+        drawn.append(draw_skeleton(image, points[..., :2], points[..., 2], keypoint_spec))
     shape = max(im.shape[0] for im in drawn), max(im.shape[1] for im in drawn)
     drawn = [cv2.copyMakeBorder(im, 0, shape[0] - im.shape[0], 0, shape[1] - im.shape[1],
                                 cv2.BORDER_CONSTANT, value=(255, 255, 255)) for im in drawn]

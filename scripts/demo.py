@@ -120,14 +120,15 @@ def image_key(path):
 def run_images(predictor, spec, file_boxes):
     import cv2
 
+    from mrpose_tf.images import read_image_rgb
+
     written, skipped = [], 0
     for path in image_paths():
-        bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-        if bgr is None:
+        rgb = read_image_rgb(path)
+        if rgb is None:
             logging.warning("skipping %s: the image cannot be read or decoded", path)
             skipped += 1
             continue
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         key = image_key(path)
         boxes = boxes_for(rgb, key, file_boxes, FLAGS.detector)
         picture, grids = annotate(predictor, spec, rgb, boxes, FLAGS.kpt_thre, FLAGS.heatmaps)
@@ -181,15 +182,16 @@ def main(argv):
         raise app.UsageError("give exactly one of --image, --images_dir, --video")
     if bool(FLAGS.checkpoint) == bool(FLAGS.saved_model):
         raise app.UsageError("give exactly one of --checkpoint and --saved_model")
+    from mrpose_tf.config import resolve_unset_fields
     from mrpose_tf.predictor import Predictor
 
+    config = None if FLAGS.config is None else resolve_unset_fields(FLAGS.config)
     if FLAGS.checkpoint:
-        predictor = Predictor.from_checkpoint(FLAGS.checkpoint, FLAGS.config,
+        predictor = Predictor.from_checkpoint(FLAGS.checkpoint, config,
                                               flip_test=FLAGS.flip_test)
-    elif FLAGS.config is None:
+    elif config is None:
         raise app.UsageError("--saved_model needs --config (the input size and box padding)")
     else:
-        config = FLAGS.config
         predictor = Predictor.from_saved_model(FLAGS.saved_model,
                                                input_size=tuple(config.model.input_size),
                                                flip_test=FLAGS.flip_test,

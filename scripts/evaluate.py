@@ -76,12 +76,13 @@ def default_output_dir(checkpoint, saved_model):
 
 def evaluate_from_flags():
     """Runs the evaluation the flags describe; returns the metrics dict."""
+    from mrpose_tf.config import resolve_unset_fields
     from mrpose_tf.data.pipeline import read_split
     from mrpose_tf.evaluation.errors import analyze_errors, format_error_table
     from mrpose_tf.evaluation.runner import evaluate_model, format_metrics_table
     from mrpose_tf.training.strategy import make_strategy
 
-    config = FLAGS.config
+    config = None if FLAGS.config is None else resolve_unset_fields(FLAGS.config)
     strategy = make_strategy(FLAGS.strategy)
     model, config, keypoints = load_model_and_config(config, FLAGS.checkpoint, FLAGS.saved_model,
                                                      strategy)

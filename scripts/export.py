@@ -60,7 +60,10 @@ def main(argv):
 
     from mrpose_tf.export import compare_int8_fp32, export_model
 
-    model, config, keypoints = load_model(FLAGS.config, FLAGS.checkpoint)
+    from mrpose_tf.config import resolve_unset_fields
+
+    config = None if FLAGS.config is None else resolve_unset_fields(FLAGS.config)
+    model, config, keypoints = load_model(config, FLAGS.checkpoint)
     crops = np.load(FLAGS.representative_data) if FLAGS.representative_data else None
     paths = export_model(model, config, keypoints, FLAGS.output_dir, FLAGS.formats, crops,
                          winograd=FLAGS.winograd)

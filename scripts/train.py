@@ -42,9 +42,10 @@ def main(argv):
     from mrpose_tf.data.synthetic import prepare_from_config
     from mrpose_tf.training.inputs import training_data_from_config
     from mrpose_tf.training.report import finish_run
+    from mrpose_tf.config import resolve_unset_fields
 
     run_started = time.time()
-    config = FLAGS.config
+    config = resolve_unset_fields(FLAGS.config)
     strategy = make_strategy(FLAGS.strategy, cpu_devices=FLAGS.cpu_devices)
     precision = resolve_precision(
         config.train.precision if FLAGS.mixed_precision == "auto" else FLAGS.mixed_precision,

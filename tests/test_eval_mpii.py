@@ -100,3 +100,32 @@ def test_evaluate_mpii_bad_inputs(gt_case, tmp_path):
     savemat(bad, {"jnt_missing": np.zeros((16, 1))})
     with pytest.raises(ValueError, match="lacks"):
         mrpose_tf.evaluate_mpii(positions[:1], bad)
+
+
+def test_a_joint_type_nobody_has_is_absent_and_left_out_of_the_means(tmp_path, gt_case):
+    """Both ankles missing for every person: the reference's Mean would be NaN."""
+    from scipy.io import loadmat
+
+    from mrpose_tf.evaluation.runner import format_metrics_table
+
+    path, positions = gt_case
+    gt = loadmat(path)
+    missing = gt["jnt_missing"].copy()
+    missing[[J["lank"], J["rank"]]] = 1
+    no_ankles = str(tmp_path / "no_ankles.mat")
+    _write_gt(no_ankles, positions, missing, gt["headboxes_src"])
+    preds = positions - 1.0
+    for name, offsets in OFFSETS.items():
+        preds[:, J[name], 0] += offsets
+    result = mrpose_tf.evaluate_mpii(preds, no_ankles)
+    assert result["Ankle"] is None
+    # test_hand_computed_pckh's counts without the 8 ankles (4 of them correct at 0.5, 3 of
+    # them at 0.11): 35 of 45 and 30 of 45.
+    assert result["Mean"] == pytest.approx(100 * 35 / 45, abs=1e-9)
+    assert result["Mean@0.1"] == pytest.approx(100 * 30 / 45, abs=1e-9)
+    assert result["Head"] == pytest.approx(200 / 3, abs=1e-9)
+    assert format_metrics_table(result).splitlines()[2].split(" | ")[7] == "-"  # Ankle
+    # One ankle labelled: its group is that ankle alone (rank: 4 of 4 within 15 px).
+    missing[J["rank"]] = 0
+    _write_gt(no_ankles, positions, missing, gt["headboxes_src"])
+    assert mrpose_tf.evaluate_mpii(preds, no_ankles)["Ankle"] == pytest.approx(100.0)

@@ -44,11 +44,17 @@ Speed (one CPU core must beat a per-sample OpenCV loop 2x; ``scripts/benchmark.p
   ``crop_and_resize`` for crops without rotation.
 * Per batch: targets and preprocessing (one 1x1 convolution, :func:`_preprocess_batch`).
 
+Image formats: JPEG, PNG, GIF, BMP and WebP are decoded by TensorFlow; any other format
+(TIFF, JPEG 2000, ...) by OpenCV (:mod:`mrpose_tf.images` through ``tf.numpy_function``),
+as ``scripts/demo.py`` and the deployment kit read every file; all of them as stored (EXIF
+orientation ignored).
+
 Bad images: missing files are reported before iteration by :func:`check_image_files`
 (``build_dataset`` calls it for image files). A truncated file (JPEG without its end
-marker, PNG without IEND) is skipped during iteration, logged with its path and counted in
-``skipped_counter``; other decoder errors drop the element through ``ignore_errors``
-(logged, not counted).
+marker, PNG without IEND) or one that no decoder reads is skipped during iteration, printed
+with its path and counted in ``skipped_counter``; other decoder errors drop the element
+through ``ignore_errors``. The evaluation counts and names every person that did not come
+back (:func:`mrpose_tf.evaluation.runner.predict_records`).
 """
 from __future__ import annotations
 
@@ -177,14 +183,25 @@ class _Cropper:
             path = path[0]
             shape = tf.concat([tf.shape(element["matrix"])[:1], shape], 0)
         data = element["image_bytes"] if "image_bytes" in element else tf.io.read_file(path)
-        ok = _looks_complete(data)
-        crop = tf.cond(
-            ok, lambda: tf.cond(
+        blank = tf.zeros(shape, tf.uint8 if self.opencv_warp else tf.float32)
+
+        def by_tensorflow():
+            return tf.constant(True), tf.cond(
                 tf.io.is_jpeg(data), lambda: self._crop_jpeg(data, bounds, element),
                 lambda: self._crop_window(
-                    tf.io.decode_image(data, channels=3, expand_animations=False), bounds, element)),
-            lambda: tf.zeros(shape, tf.uint8 if self.opencv_warp else tf.float32))
-        return ok, crop
+                    tf.io.decode_image(data, channels=3, expand_animations=False), bounds,
+                    element))
+
+        def by_opencv():
+            decoded, pixels = tf.numpy_function(_opencv_decode, [data], [tf.bool, tf.uint8],
+                                                stateful=False)
+            pixels = tf.ensure_shape(pixels, (None, None, 3))
+            return decoded, tf.cond(decoded, lambda: self._crop_window(pixels, bounds, element),
+                                    lambda: blank)
+
+        return tf.cond(_looks_complete(data),
+                       lambda: tf.cond(_tensorflow_decodes(data), by_tensorflow, by_opencv),
+                       lambda: (tf.constant(False), blank))
 
     def _warp(self, pixels, window, element):
         matrix = _window_to_crop(element["matrix"], window)
@@ -214,6 +231,27 @@ class _Cropper:
         window = _region(bounds, shape[0], shape[1])
         pixels = pixels[window[0]:window[0] + window[2], window[1]:window[1] + window[3]]
         return self._warp(pixels, window, element)
+
+
+def _tensorflow_decodes(data):
+    """True for the formats ``tf.io.decode_image`` reads: JPEG, PNG, GIF, BMP and WebP."""
+    head = tf.strings.substr(data, 0, 4)
+    return (tf.io.is_jpeg(data) | tf.equal(head, b"\x89PNG") | tf.equal(head, b"GIF8")
+            | tf.equal(tf.strings.substr(data, 0, 2), b"BM")
+            | (tf.equal(head, b"RIFF") & tf.equal(
+                tf.strings.substr(data, tf.minimum(8, tf.strings.length(data)), 4), b"WEBP")))
+
+
+def _opencv_decode(data):
+    """numpy: (decoded, (H, W, 3) uint8 RGB) of an encoded image in a format TensorFlow does
+    not read (TIFF, JPEG 2000, ...), by :func:`mrpose_tf.images.decode_image_rgb`; (False,
+    one black pixel) when OpenCV cannot decode it either."""
+    from mrpose_tf.images import decode_image_rgb
+
+    image = decode_image_rgb(data)
+    if image is None:
+        return np.bool_(False), np.zeros((1, 1, 3), np.uint8)
+    return np.bool_(True), image
 
 
 def _opencv_warp(pixels, matrix, output_size):
@@ -464,7 +502,7 @@ def read_split(config, split):
     Returns:
       (records, keypoint_spec); records in the reader's order.
     """
-    from mrpose_tf.data.coco import read_coco
+    from mrpose_tf.data.coco import keypoint_overrides, read_coco
     from mrpose_tf.data.mpii import read_mpii
 
     d = config.dataset
@@ -483,12 +521,12 @@ def read_split(config, split):
         return read_mpii(annotations, images)
     return read_coco(annotations, images, train=train, aspect_ratio=width / height,
                      padding=config.augment.box_padding, detections=detections,
-                     image_thre=config.test.image_thre, flip_pairs=d.get("flip_pairs"),
-                     sigmas=d.get("oks_sigmas"))
+                     image_thre=config.test.image_thre, **keypoint_overrides(d))
 
 
 def _read_tfds_split(config, split, detections):
     """:func:`read_split` from a TFDS build (see there)."""
+    from mrpose_tf.data.coco import keypoint_overrides
     from mrpose_tf.data.tfds_builder import read_tfds_records
 
     d = config.dataset
@@ -505,11 +543,15 @@ def _read_tfds_split(config, split, detections):
         if detections:
             expect["image_thre"] = float(config.test.image_thre)
     records, spec = read_tfds_records(d.tfds_data_dir, d.tfds_name, split, expect)
-    overrides = {}
-    if d.name != "mpii" and d.get("flip_pairs") is not None:
-        overrides["flip_pairs"] = tuple(tuple(int(i) for i in p) for p in d.flip_pairs)
-    if d.name != "mpii" and d.get("oks_sigmas") is not None:
-        overrides["sigmas"] = tuple(float(v) for v in d.oks_sigmas)
+    if d.name == "mpii":
+        return records, spec
+    overrides = {k: v for k, v in keypoint_overrides(d).items()
+                 if v is not None and k != "category_ids"}
+    for field in ("flip_pairs", "skeleton"):
+        if field in overrides:
+            overrides[field] = tuple(tuple(int(i) for i in p) for p in overrides[field])
+    if "sigmas" in overrides:
+        overrides["sigmas"] = tuple(float(v) for v in overrides["sigmas"])
     return records, dataclasses.replace(spec, **overrides) if overrides else spec
 
 

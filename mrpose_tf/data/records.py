@@ -24,6 +24,8 @@ class PersonRecord:
         (:mod:`mrpose_tf.data.tfds_builder`); '' when they are read from ``image_path``.
       record_index: the person's position in the build's record order (the reader's order);
         -1 outside a build.
+      category_id: the COCO category of the person (one keypoint set may span several:
+        AP-10K has one per species); 1 for MPII.
     """
     image_path: str
     image_id: int
@@ -36,6 +38,25 @@ class PersonRecord:
     bbox: np.ndarray | None = None
     tfds_dir: str = ""
     record_index: int = -1
+    category_id: int = 1
+
+
+class ReaderOutput(tuple):
+    """What a reader returns: unpacks as ``(records, keypoints)``, and carries the reader's
+    ``summary`` (e.g. :class:`mrpose_tf.data.coco.ReadSummary`; None when it gives none)."""
+
+    def __new__(cls, records, keypoints, summary=None):
+        output = super().__new__(cls, (records, keypoints))
+        output.summary = summary
+        return output
+
+    @property
+    def records(self):
+        return self[0]
+
+    @property
+    def keypoints(self):
+        return self[1]
 
 
 def stack_records(records):

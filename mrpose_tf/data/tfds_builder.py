@@ -23,8 +23,9 @@ writes ``DATA_DIR/pose_keypoints/<name>_<split>/<VERSION>/``:
                      Whole images once per image, not once per person (COCO has ~2.6 people
                      per image).
   ``records.npz``    the same records without the images, in the reader's order (the columns
-                     of :func:`mrpose_tf.data.records.stack_records` plus ``bbox``): what
-                     counting people (steps per epoch) and evaluation read.
+                     of :func:`mrpose_tf.data.records.stack_records` plus ``bbox`` and
+                     ``category_id``): what counting people (steps per epoch) and
+                     evaluation read.
   ``metadata.json``  keypoint set, num_persons, num_images and the box settings (format,
                      aspect_ratio, padding, train, detections, image_thre).
 
@@ -184,11 +185,13 @@ class PoseKeypoints(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 
 def _write_records(path, records):
-    """``records.npz``: :func:`stack_records` columns plus ``bbox`` (NaN where unknown)."""
+    """``records.npz``: :func:`stack_records` columns plus ``bbox`` (NaN where unknown) and
+    ``category_id``."""
     columns = stack_records(records)
     # float64 (not the pipeline's float32): the records read back equal the reader's.
     columns["box_score"] = np.array([r.box_score for r in records], np.float64)
     columns["area"] = np.array([r.area for r in records], np.float64)
+    columns["category_id"] = np.array([r.category_id for r in records], np.int64)
     columns["bbox"] = np.stack([np.full(4, np.nan, np.float32) if r.bbox is None
                                 else np.asarray(r.bbox, np.float32) for r in records])
     buffer = io.BytesIO()  # np.savez needs a seekable file; a GFile on cloud storage is not
@@ -315,6 +318,9 @@ def read_tfds_records(data_dir, name, split, expect=None):
                      visibility=columns["visibility"][i],
                      box_score=float(columns["box_score"][i]), area=float(columns["area"][i]),
                      bbox=None if np.isnan(columns["bbox"][i]).all() else columns["bbox"][i],
+                     # builds of older versions hold one category
+                     category_id=int(columns["category_id"][i]) if "category_id" in columns
+                     else 1,
                      tfds_dir=path, record_index=i)
         for i in range(len(columns["image_id"]))]
     return records, _spec(meta)

@@ -99,17 +99,31 @@ def rescore(keypoints, box_score, in_vis_thre):
 
 
 def _load_coco(annotation_file):
+    """(pycocotools COCO, original image ids or None) of a file or an already loaded COCO.
+
+    A file is normalised as the reader normalises it
+    (:func:`mrpose_tf.data.coco.normalise_ground_truth`: ``area`` and ``num_keypoints``
+    filled, string image ids mapped to the integers the records carry).
+    """
     from pycocotools.coco import COCO
 
+    from mrpose_tf.data.coco import normalise_ground_truth
+    from mrpose_tf.files import load_json
+
     if not isinstance(annotation_file, str):
-        return annotation_file  # already a pycocotools COCO object
+        return annotation_file, None  # already a pycocotools COCO object
+    data, original_ids = normalise_ground_truth(load_json(annotation_file), annotation_file)
+    coco = COCO()
+    coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(annotation_file)
+        coco.createIndex()
+    return coco, original_ids
 
 
 def _keypoint_category_id(coco):
+    """The first category with keypoints: the category of predictions that name none."""
     cats = [c for c in coco.loadCats(coco.getCatIds()) if c.get("keypoints")]
-    return cats[0]["id"] if len(cats) == 1 else 1
+    return cats[0]["id"] if cats else 1
 
 
 def _check_prediction(i, p, num_joints):
@@ -117,6 +131,9 @@ def _check_prediction(i, p, num_joints):
         if field not in p:
             raise ValueError(f"person prediction {i} has no {field!r} field "
                              f"(needs image_id, keypoints, box_score, area)")
+    if not isinstance(p["image_id"], (int, np.integer)) or isinstance(p["image_id"], bool):
+        raise ValueError(f"person prediction {i}: image_id {p['image_id']!r} is neither an "
+                         f"integer nor an image id of the annotation file")
     kpts = np.asarray(p["keypoints"], dtype=np.float64)
     if kpts.shape != (num_joints, 3):
         raise ValueError(f"person prediction {i} (image {p['image_id']}): keypoints must be "
@@ -130,32 +147,35 @@ def coco_keypoint_results(person_predictions, in_vis_thre=0.2, oks_thre=0.9, sig
 
     Args:
       person_predictions: list of dicts with image_id, keypoints (K, 3: x, y, joint score),
-        box_score and area.
+        box_score, area and optionally category_id (the person's category: a keypoint set
+        may span several, as AP-10K's species).
       in_vis_thre: joint score above which a joint counts in the rescoring.
       oks_thre: OKS-NMS threshold.
       sigmas: OKS sigmas (COCO's when None).
-      category_id: category of the results.
+      category_id: category of the predictions without one.
 
     Returns:
-      list of {image_id, category_id, keypoints (flat x, y, score), score}, images in order
-      of first appearance, people best first within an image.
+      list of {image_id, category_id, keypoints (flat x, y, score), score}, (image, category)
+      groups in order of first appearance, people best first within a group (the OKS-NMS
+      runs per image and category, as pycocotools matches them).
     """
     if not person_predictions:
         raise ValueError("no person predictions to evaluate (the results list is empty)")
     num_joints = len(np.asarray(person_predictions[0]["keypoints"]))
-    by_image = collections.OrderedDict()
+    groups = collections.OrderedDict()
     for i, p in enumerate(person_predictions):
         kpts = _check_prediction(i, p, num_joints)
-        person = {"image_id": int(p["image_id"]), "keypoints": kpts, "area": float(p["area"]),
+        person = {"keypoints": kpts, "area": float(p["area"]),
                   "score": rescore(kpts, float(p["box_score"]), in_vis_thre)}
-        by_image.setdefault(person["image_id"], []).append(person)
+        key = (int(p["image_id"]), int(p.get("category_id", category_id)))
+        groups.setdefault(key, []).append(person)
     results = []
-    for image_id, people in by_image.items():
+    for (image_id, category), people in groups.items():
         keep = oks_nms(np.stack([q["keypoints"] for q in people]),
                        [q["score"] for q in people], [q["area"] for q in people],
                        oks_thre, sigmas)
         for q in (people[k] for k in keep):
-            results.append({"image_id": image_id, "category_id": category_id,
+            results.append({"image_id": image_id, "category_id": category,
                             "keypoints": [float(v) for v in q["keypoints"].reshape(-1)],
                             "score": q["score"]})
     return results
@@ -167,21 +187,34 @@ def evaluate_coco(person_predictions, annotation_file, in_vis_thre=0.2, oks_thre
 
     Args:
       person_predictions: list of dicts with image_id, keypoints (K, 3: x, y, joint score),
-        box_score and area (e.g. scale_x * scale_y * 200^2).
-      annotation_file: COCO keypoints annotation json (or a loaded pycocotools ``COCO``).
+        box_score, area (e.g. scale_x * scale_y * 200^2) and optionally category_id (default:
+        the file's first keypoint category). Image ids are the records' integers; for a file
+        whose ids are not integers, its own ids ('frame_0001') are accepted too.
+      annotation_file: COCO keypoints annotation json (or a loaded pycocotools ``COCO``),
+        read as the reader reads it (:func:`mrpose_tf.data.coco.normalise_ground_truth`).
       in_vis_thre: joint-score threshold of the rescoring (0.2).
       oks_thre: OKS-NMS threshold (0.9).
       sigmas: per-keypoint OKS sigmas, for the NMS and for COCOeval; COCO's when None.
-      results_file: where to write the results JSON (optional).
+      results_file: where to write the results JSON (optional), with the file's own image
+        ids.
       verbose: print pycocotools' summary table.
 
     Returns:
       OrderedDict of the 10 COCOeval stats: 'AP', 'AP .5', 'AP .75', 'AP (M)', 'AP (L)',
       'AR', 'AR .5', 'AR .75', 'AR (M)', 'AR (L)'.
+
+    Raises:
+      ValueError: no predictions, a malformed prediction, or an image id that is not in the
+      ground truth.
     """
     from pycocotools.cocoeval import COCOeval
 
-    coco = _load_coco(annotation_file)
+    coco, original_ids = _load_coco(annotation_file)
+    if original_ids:
+        to_integer = {original: n for n, original in original_ids.items()}
+        person_predictions = [dict(p, image_id=to_integer[p["image_id"]])
+                              if isinstance(p.get("image_id"), str) and p["image_id"] in to_integer
+                              else p for p in person_predictions]
     results = coco_keypoint_results(person_predictions, in_vis_thre, oks_thre, sigmas,
                                     _keypoint_category_id(coco))
     known = set(coco.getImgIds())
@@ -190,8 +223,10 @@ def evaluate_coco(person_predictions, annotation_file, in_vis_thre=0.2, oks_thre
         raise ValueError(f"predictions for image ids {unknown[:10]} that are not in "
                          f"{annotation_file if isinstance(annotation_file, str) else 'the GT'}")
     if results_file:
+        written = [dict(r, image_id=original_ids[r["image_id"]]) for r in results] \
+            if original_ids else results
         with open(results_file, "w", encoding="utf-8") as f:
-            json.dump(results, f)
+            json.dump(written, f)
     log = io.StringIO()
     with contextlib.redirect_stdout(log):
         detections = coco.loadRes(results)

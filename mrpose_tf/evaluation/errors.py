@@ -87,6 +87,7 @@ def resolution_ceiling(records, config, keypoints, annotation_file):
         coords, maxvals = decode_heatmaps(batch["heatmaps"].numpy(), center, scale)
         for i in range(len(coords)):
             people.append({"image_id": int(batch["image_id"][i]),
+                           "category_id": records[int(batch["record_position"][i])].category_id,
                            "keypoints": np.concatenate([coords[i], maxvals[i][:, None]], -1),
                            "box_score": 1.0,
                            "area": float(person_area(scale[i]))})

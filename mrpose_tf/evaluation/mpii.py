@@ -45,14 +45,21 @@ def load_mpii_gt(gt_file):
 def evaluate_mpii(preds, gt_file):
     """PCKh@0.5 per joint group, Mean and Mean@0.1, as the reference MPII evaluation.
 
+    A joint with no labelled instance in the ground truth (every person has it missing) has
+    no PCKh: its group is the mean of its labelled joints, absent (None) when neither is,
+    and the means are over the labelled joints (the reference's would be NaN).
+
     Args:
       preds: (N, 16, >=2) predicted joints (x, y), 0-based pixels, in the ground truth's
         person order.
       gt_file: path of the ground truth in the official ``gt_valid.mat`` layout.
 
     Returns:
-      OrderedDict (percent) with 'Head', 'Shoulder', 'Elbow', 'Wrist', 'Hip', 'Knee',
-      'Ankle', 'Mean', 'Mean@0.1'.
+      OrderedDict (percent, float, or None when absent) with 'Head', 'Shoulder', 'Elbow',
+      'Wrist', 'Hip', 'Knee', 'Ankle', 'Mean', 'Mean@0.1'.
+
+    Raises:
+      ValueError: the file lacks a field or a joint name, or ``preds`` does not match it.
     """
     gt = load_mpii_gt(gt_file)
     names = _joint_names(gt["dataset_joints"])
@@ -70,23 +77,30 @@ def evaluate_mpii(preds, gt_file):
     error = np.linalg.norm(pos_pred - pos_gt, axis=1)
     boxes = np.asarray(gt["headboxes_src"], dtype=np.float64)
     head_sizes = np.linalg.norm(boxes[1] - boxes[0], axis=0) * HEAD_SIZE_FACTOR
+    count = visible.sum(axis=1)
+    labelled = count > 0
     with np.errstate(divide="ignore", invalid="ignore"):
         scaled_error = error / head_sizes[None, :] * visible
-        count = visible.sum(axis=1)
 
-        def pck(threshold):
-            return 100.0 * ((scaled_error <= threshold) * visible).sum(axis=1) / count
+    def pck(threshold):  # (16,) percent; 0 where nothing is labelled (never read)
+        correct = ((scaled_error <= threshold) * visible).sum(axis=1)
+        return 100.0 * correct / np.maximum(count, 1)
 
-        pckh = pck(PCKH_THRESHOLD)
-        curve = np.stack([pck(t) for t in CURVE_THRESHOLDS])
-    weight = np.ma.array(count, mask=False)
-    weight.mask[EXCLUDED_FROM_MEAN] = True
-    ratio = weight / np.sum(weight).astype(np.float64)
-    pckh_masked = np.ma.array(pckh, mask=False)
-    pckh_masked.mask[EXCLUDED_FROM_MEAN] = True
-    result = collections.OrderedDict(Head=float(pckh[index["head"]]))
+    pckh = pck(PCKH_THRESHOLD)
+    in_mean = labelled.copy()
+    in_mean[EXCLUDED_FROM_MEAN] = False
+
+    def mean(values):
+        weight = count * in_mean
+        return float(np.sum(values * weight) / weight.sum()) if weight.sum() else None
+
+    def group(*joints):
+        values = [pckh[index[j]] for j in joints if labelled[index[j]]]
+        return float(np.mean(values)) if values else None
+
+    result = collections.OrderedDict(Head=group("head"))
     for part, left, right in _PARTS:
-        result[part] = float(0.5 * (pckh[index[left]] + pckh[index[right]]))
-    result["Mean"] = float(np.sum(pckh_masked * ratio))
-    result["Mean@0.1"] = float(np.sum(curve[CURVE_ROW_MEAN_AT_0_1] * ratio))
+        result[part] = group(left, right)
+    result["Mean"] = mean(pckh)
+    result["Mean@0.1"] = mean(pck(CURVE_THRESHOLDS[CURVE_ROW_MEAN_AT_0_1]))
     return result

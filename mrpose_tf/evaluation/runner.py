@@ -36,16 +36,20 @@ def predict_records(model, records, config, keypoints, flip_test=None, progress=
       progress: show a progress bar.
 
     Returns:
-      dict of numpy arrays, one row per person that was read, in the order of ``records``
-      (unreadable images are skipped and counted): 'keypoints' (N, K, 3: x, y, score),
-      'center', 'scale', 'image_id', 'box_score', 'area'
-      (:func:`mrpose_tf.geometry.person_area`), and the counts 'skipped_images'
-      (unreadable) and 'skipped_boxes' (zero-size boxes).
+      dict of numpy arrays, one row per person that was read, in the order of ``records``:
+      'keypoints' (N, K, 3: x, y, score), 'center', 'scale', 'image_id', 'category_id',
+      'box_score', 'area' (:func:`mrpose_tf.geometry.person_area`); and the counts
+      'skipped_people' and 'skipped_images' (people whose image could not be read or
+      decoded, and their distinct image files; logged as a warning with the files) and
+      'skipped_boxes' (zero-size boxes).
+
+    Raises:
+      ValueError: no records, only zero-size boxes, or no image could be read.
     """
     import keras
 
     from mrpose_tf.config import input_preprocessing_of
-    from mrpose_tf.data.pipeline import build_dataset, make_skipped_counter
+    from mrpose_tf.data.pipeline import build_dataset
 
     if not records:
         raise ValueError("no person records to evaluate (no boxes: check the detection file "
@@ -62,10 +66,9 @@ def predict_records(model, records, config, keypoints, flip_test=None, progress=
     records = [r for r, ok in zip(records, sized) if ok]
     flip_test = config.test.flip_test if flip_test is None else flip_test
     batch_size = int(config.test.batch_size)
-    skipped = make_skipped_counter()
     dataset = build_dataset(records, keypoints=keypoints, input_size=config.model.input_size,
                             heatmap_size=config.model.heatmap_size, sigma=config.model.sigma,
-                            train=False, batch_size=batch_size, skipped_counter=skipped,
+                            train=False, batch_size=batch_size,
                             input_preprocessing=input_preprocessing_of(config))
     bar = keras.utils.Progbar(math.ceil(len(records) / batch_size), unit_name="batch") \
         if progress else None
@@ -81,24 +84,38 @@ def predict_records(model, records, config, keypoints, flip_test=None, progress=
             columns[key].append(batch[key].numpy())
         if bar is not None:
             bar.update(step + 1)
+    # Whatever kept a person out (an image no decoder reads, a corrupt file), the records
+    # that did not come back are the ones to report.
+    positions = np.concatenate(columns.pop("record_position")) if columns["keypoints"] \
+        else np.zeros(0, np.int64)
+    missing = sorted(set(range(len(records))) - set(positions.tolist()))
+    unreadable = sorted({records[i].image_path for i in missing})
+    if missing:
+        _log.warning("%d of %d people could not be read: their %d image files cannot be read "
+                     "or decoded: %s%s", len(missing), len(records), len(unreadable),
+                     ", ".join(unreadable[:5]), " ..." if len(unreadable) > 5 else "")
     if not columns["keypoints"]:
         raise ValueError(f"none of the {len(records)} person records could be read "
-                         f"({int(skipped.numpy())} unreadable images)")
+                         f"({len(unreadable)} unreadable images: {', '.join(unreadable[:5])})")
     # A TFDS build yields its people grouped by image: back to the order of the records
     # (MPII's PCKh pairs predictions with the ground truth by position).
-    order = np.argsort(np.concatenate(columns.pop("record_position")), kind="stable")
+    order = np.argsort(positions, kind="stable")
     out = {k: np.concatenate(v)[order] for k, v in columns.items()}
+    out["category_id"] = np.array([records[i].category_id for i in positions[order]], np.int64)
     out["area"] = person_area(out["scale"])
-    out["skipped_images"] = int(skipped.numpy())
+    out["skipped_people"] = len(missing)
+    out["skipped_images"] = len(unreadable)
     out["skipped_boxes"] = skipped_boxes
     return out
 
 
 def person_predictions(predictions):
     """Rows of :func:`predict_records` -> the list of dicts :func:`evaluate_coco` takes."""
-    return [{"image_id": int(i), "keypoints": k, "box_score": float(s), "area": float(a)}
-            for i, k, s, a in zip(predictions["image_id"], predictions["keypoints"],
-                                  predictions["box_score"], predictions["area"])]
+    return [{"image_id": int(i), "category_id": int(c), "keypoints": k, "box_score": float(s),
+             "area": float(a)}
+            for i, c, k, s, a in zip(predictions["image_id"], predictions["category_id"],
+                                     predictions["keypoints"], predictions["box_score"],
+                                     predictions["area"])]
 
 
 def run_coco_evaluation(model, records, config, annotation_file, keypoints, flip_test=None,
@@ -121,8 +138,8 @@ def run_coco_evaluation(model, records, config, annotation_file, keypoints, flip
     """
     predictions = predict_records(model, records, config, keypoints, flip_test, progress)
     if predictions["skipped_images"] or predictions["skipped_boxes"]:
-        log(f"skipped {predictions['skipped_images']} unreadable images and "
-            f"{predictions['skipped_boxes']} zero-size boxes")
+        log(f"skipped {predictions['skipped_people']} people in {predictions['skipped_images']} "
+            f"unreadable images and {predictions['skipped_boxes']} zero-size boxes")
     results_file = os.path.join(output_dir, "keypoints_results.json") if output_dir else None
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
@@ -193,6 +210,7 @@ def _write_metrics(output_dir, metrics, predictions, num_records):
         return
     summary = {"metrics": dict(metrics), "num_people": int(len(predictions["keypoints"])),
                "num_records": int(num_records),
+               "skipped_people": int(predictions["skipped_people"]),
                "skipped_images": int(predictions["skipped_images"]),
                "skipped_boxes": int(predictions["skipped_boxes"])}
     with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as f:
@@ -200,11 +218,13 @@ def _write_metrics(output_dir, metrics, predictions, num_records):
 
 
 def format_metrics_table(metrics, name=""):
-    """The paper's table layout: a Markdown row of the metric names and of the values."""
+    """The paper's table layout: a Markdown row of the metric names and of the values ('-'
+    for an absent one, e.g. MPII's Ankle when no ankle is labelled)."""
     names = list(metrics)
     header = "| Arch | " + " | ".join(names) + " |"
     rule = "|---" * (len(names) + 1) + "|"
-    values = "| " + (name or "-") + " | " + " | ".join(f"{v:.3f}" for v in metrics.values())
+    values = "| " + (name or "-") + " | " + " | ".join(
+        "-" if v is None else f"{v:.3f}" for v in metrics.values())
     values += " |"
     return "\n".join([header, rule, values])
 

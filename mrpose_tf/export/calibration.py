@@ -147,8 +147,9 @@ def compare_int8_fp32(fp32_path, int8_path, config, keypoints, max_people=None):
     if config.dataset.name != "mpii":
         annotations = os.path.join(config.dataset.root, config.dataset.val_annotations)
         for name, predicted in (("ap_fp32", fp32), ("ap_int8", int8)):
-            people = [{"image_id": r.image_id, "keypoints": k, "box_score": r.box_score,
-                       "area": area} for r, k, area in zip(records, predicted, areas)]
+            people = [{"image_id": r.image_id, "category_id": r.category_id, "keypoints": k,
+                       "box_score": r.box_score, "area": area}
+                      for r, k, area in zip(records, predicted, areas)]
             result[name] = float(evaluate_coco(people, annotations,
                                                sigmas=keypoints.sigmas)["AP"])
     return result

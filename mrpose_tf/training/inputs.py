@@ -4,10 +4,12 @@ Each returns per-replica batches of dicts {'image', 'heatmaps', 'target_weight'}
 ``input_context.input_pipeline_id`` and shuffled with a seed that depends on the epoch, so
 that a resumed epoch replays the same order.
 """
+import os
+
 import numpy as np
 import tensorflow as tf
 
-from mrpose_tf.keypoints import KeypointSpec
+from mrpose_tf.keypoints import KeypointSpec, unpaired_sided_names
 
 
 def per_replica_batch_size(input_context, global_batch):
@@ -110,6 +112,37 @@ def _random_data(config):
                         keypoints=keypoints)
 
 
+def check_training_keypoints(config, keypoints, source):
+    """The checks made before the model is built, with the fix in the message.
+
+    Args:
+      config: the run config (model.num_joints, dataset.flip_pairs, augment.flip/flip_prob).
+      keypoints: the training set's :class:`KeypointSpec`.
+      source: where the set comes from (the annotation file), for messages.
+
+    Raises:
+      ValueError: the set's K is not ``model.num_joints`` (the heatmaps would not fit the
+        targets); or flip augmentation is on, ``dataset.flip_pairs`` is unset and keypoints
+        whose names look sided ('lefteye') are in no derived pair: a flipped crop would keep
+        the left label on the mirrored limb.
+    """
+    k = keypoints.num_joints
+    if k != int(config.model.num_joints):
+        raise ValueError(f"config.model.num_joints is {config.model.num_joints} but {source} has "
+                         f"K={k} keypoints ({', '.join(keypoints.names[:6])}"
+                         f"{' ...' if k > 6 else ''}): set --config.model.num_joints={k}")
+    flipping = bool(config.augment.get("flip", True)) and \
+        float(config.augment.get("flip_prob", 0.5)) > 0
+    if flipping and config.dataset.get("flip_pairs") is None:
+        unpaired = unpaired_sided_names(keypoints.names, keypoints.flip_pairs)
+        if unpaired:
+            raise ValueError(
+                f"{source}: keypoints {unpaired[:6]} look left/right-sided but no flip pair "
+                f"was derived for them (names pair as 'left_x'/'right_x', 'xL'/'xR', ...): "
+                f"set config.dataset.flip_pairs to the (left, right) index pairs, () for none, "
+                f"or turn off flip augmentation (config.augment.flip=False)")
+
+
 def training_data_from_config(config):
     """The training and validation data of ``config.dataset``.
 
@@ -118,13 +151,17 @@ def training_data_from_config(config):
     every other name reads records with :func:`mrpose_tf.data.pipeline.read_split` once
     (from the annotation files, or from the TFDS builds of ``dataset.tfds_name``, whose
     images then stream from their shards) and builds the augmented pipeline per epoch with
-    seed ``train.seed + epoch``.
+    seed ``train.seed + epoch``. The training set's keypoints are checked against the config
+    first (:func:`check_training_keypoints`), before any model is built.
 
     Args:
       config: an experiment ConfigDict.
 
     Returns:
       :class:`TrainingData`.
+
+    Raises:
+      ValueError: see :func:`check_training_keypoints`; fewer training people than a batch.
     """
     if config.dataset.name == "random":
         return _random_data(config)
@@ -132,6 +169,10 @@ def training_data_from_config(config):
     from mrpose_tf.data.pipeline import build_dataset, read_split
 
     train_records, keypoints = read_split(config, "train")
+    d = config.dataset
+    source = (f"TFDS build {d.tfds_name}_train" if d.tfds_name
+              else os.path.join(d.root, d.train_annotations))
+    check_training_keypoints(config, keypoints, source)
     global_batch = int(config.train.batch_size)
     steps_per_epoch = len(train_records) // global_batch
     where = (f"TFDS build {config.dataset.tfds_name}_train" if config.dataset.tfds_name
