@@ -135,24 +135,28 @@ def peaked_probe_model(num_joints=17, flip_pairs=(), input_size=INPUT_SIZE):
     """A stand-in pose model whose heatmaps have one clear, content-modulated peak per joint.
 
     heatmap_k = gaussian(centre_k) * (1 + 0.005 * tanh(content_k / 50)), where content_k is a
-    fixed 1x1 mix of the 4x4-pooled crop. A random-weight network gives nearly flat heatmaps
+    fixed mix of the crop's mean colour. A random-weight network gives nearly flat heatmaps
     whose argmax jumps under sub-grey-level crop differences; this probe keeps every
-    keypoint well defined (centres 0.3 px off the grid, so the quarter-pixel step is clear)
-    while still depending on the crop. Flip partners sit at mirrored centres (x -> w - x,
-    the mirror plus the reference's one-pixel shift), so the flip test keeps one peak.
+    keypoint well defined while still depending on the crop. The flip test keeps one peak
+    per joint: flip partners sit at mirrored centres (x -> w - x, the mirror plus the
+    reference's one-pixel shift), joints without a partner on the mirror axis x = w / 2, and
+    the modulation (of the mean colour) is the same for a crop and its mirror image. Centres
+    are 0.3 px off the grid (on the axis: in y only), so the quarter-pixel step is clear.
     """
     h, w = input_size[0] // 4, input_size[1] // 4
+    if w % 2:
+        raise ValueError(f"the probe's mirror axis needs an even heatmap width, got {w}")
     rng = np.random.default_rng(3)
-    centres = {k: (rng.integers(3, w - 3) + 0.3, rng.integers(3, h - 3) + 0.3)
-               for k in range(num_joints)}
+    centres = {k: (w / 2, rng.integers(3, h - 3) + 0.3) for k in range(num_joints)}
     for a, b in flip_pairs:
+        centres[a] = (rng.integers(3, w - 3) + 0.3, centres[a][1])
         centres[b] = (w - centres[a][0], centres[a][1])
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     prior = np.stack([np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 8.0)
                       for cx, cy in (centres[k] for k in range(num_joints))], axis=-1)
     inputs = keras.Input(input_size + (3,), name="image")
-    pooled = keras.layers.AveragePooling2D(4)(inputs)
-    content = keras.layers.Conv2D(num_joints, 1, name="content")(pooled)
+    pooled = keras.layers.GlobalAveragePooling2D(keepdims=True)(inputs)
+    content = keras.layers.Dense(num_joints, name="content")(pooled)
     modulation = 1.0 + 0.005 * keras.ops.tanh(content / 50.0)
     heatmaps = keras.layers.Activation("linear", name="heatmaps")(
         modulation * keras.ops.convert_to_tensor(prior[None].astype(np.float32)))

@@ -89,12 +89,26 @@ def device_kind(strategy):
     return "gpu" if any("GPU" in d.upper() for d in devices) else "cpu"
 
 
+def cpu_has_native_bfloat16(cpuinfo="/proc/cpuinfo"):
+    """Whether the CPU computes bfloat16 natively (AVX512_BF16 or AMX-BF16 in its flags).
+
+    Elsewhere TensorFlow emulates bfloat16 and mixed precision only costs accuracy. False
+    where ``cpuinfo`` cannot be read (not Linux).
+    """
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            flags = {word for line in f if line.startswith("flags") for word in line.split()}
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def resolve_precision(name, strategy):
     """The Keras dtype policy name for ``name``; 'auto' picks by hardware.
 
     'auto': TPU -> mixed_bfloat16; GPU with compute capability >= 8 -> mixed_bfloat16, 7.x ->
-    mixed_float16 (with loss scaling), older -> float32; CPU -> float32 (the paper's
-    precision; pass mixed_bfloat16 explicitly on CPUs with AMX/AVX512_BF16).
+    mixed_float16 (with loss scaling), older -> float32; CPU -> mixed_bfloat16 where it has
+    native bfloat16 (:func:`cpu_has_native_bfloat16`), else float32.
     """
     if name not in PRECISIONS:
         raise ValueError(f"unknown mixed precision {name!r}; valid choices: {PRECISIONS}")
@@ -108,7 +122,7 @@ def resolve_precision(name, strategy):
             tf.config.list_physical_devices("GPU")[0])
         major = details.get("compute_capability", (0, 0))[0]
         return "mixed_bfloat16" if major >= 8 else "mixed_float16" if major >= 7 else "float32"
-    return "float32"
+    return "mixed_bfloat16" if cpu_has_native_bfloat16() else "float32"
 
 
 def resolve_jit(flag, strategy):
