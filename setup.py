@@ -25,6 +25,7 @@ setup(
         "scipy",
         "tensorboard",
         "ai-edge-litert",  # the LiteRT interpreter for the exported TFLite models
+        "matplotlib",  # learning curves and benchmark figures
     ],
     extras_require={
         # Reading PyTorch checkpoints (scripts/convert_weights.py, torchvision backbones).
@@ -33,6 +34,16 @@ setup(
         # these machines carry (a newer release pulls a multi-GB CUDA build). pytest < 9:
         # pytest-xdist's xdist_group marks (pytest.ini) do not take effect under pytest 9.
         "test": ["pytest>=8,<9", "pytest-timeout", "pytest-xdist>=3.5", "torch==2.13.0"],
+    },
+    entry_points={
+        "console_scripts": [
+            "mrpose-train=mrpose_tf.cli.train:run",
+            "mrpose-evaluate=mrpose_tf.cli.evaluate:run",
+            "mrpose-export=mrpose_tf.cli.export:run",
+            "mrpose-demo=mrpose_tf.cli.demo:run",
+            "mrpose-convert=mrpose_tf.cli.convert:run",
+            "mrpose-benchmark=mrpose_tf.benchmarks:main",
+        ],
     },
     license="Apache-2.0",
 )

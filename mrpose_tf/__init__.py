@@ -19,6 +19,8 @@ _PUBLIC = {
     "evaluate_coco": "mrpose_tf.evaluation",
     "evaluate_mpii": "mrpose_tf.evaluation",
     "heatmap_targets": "mrpose_tf.codec",
+    "train": "mrpose_tf.training.run",
+    "load_config": "mrpose_tf.config",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -86,7 +86,12 @@ def base_config():
     c.train.eval_every_epochs = 10
     c.train.max_steps = -1               # -1: epochs * steps_per_epoch
     c.train.max_minutes = -1.0           # -1: no time budget
-    c.train.precision = "auto"           # used when --mixed_precision=auto; 'auto' picks by hardware
+    # 'auto': bfloat16 on TPUs, Ampere+ GPUs and CPUs with native bfloat16; float16 on older
+    # GPUs; float32 elsewhere. Or float32, mixed_float16, mixed_bfloat16.
+    c.train.precision = "auto"
+    c.train.strategy = "auto"            # auto, one_device, mirrored, multi_worker (TF_CONFIG), tpu
+    c.train.jit_compile = "auto"         # XLA for the gradient step: auto (GPU/TPU only), true, false
+    c.train.cpu_devices = 0              # > 1: split the CPU into logical devices (multi-replica tests)
     c.train.sync_batch_norm = True       # several replicas: BatchNorm over the global batch
     # The authors' statistics (PyTorch): BatchNorm's moving variance from the unbiased batch
     # variance; Adam's epsilon (torch's 1e-8) after the bias correction ('keras': before).
@@ -116,6 +121,46 @@ def base_config():
     c.export.representative_samples = 100
     c.export.calibration = "validation"  # int8 calibration crops: 'validation' | 'synthetic'
     return c
+
+
+def load_config(path, overrides=None):
+    """An experiment config from a ``configs/*.py`` file (its ``get_config()``) or a run.
+
+    Args:
+      path: a Python config file, as ``--config=`` takes it, or a run directory / its
+        ``config.json`` (the config a run was trained with).
+      overrides: {dotted field: value}, e.g. ``{"train.batch_size": 16}``, applied as
+        ``--config.train.batch_size=16`` would be.
+
+    Returns:
+      An ``ml_collections.ConfigDict``.
+
+    Raises:
+      FileNotFoundError: ``path`` is neither; KeyError: an override names no field.
+    """
+    import importlib.util
+    import os
+
+    if path.endswith(".py") and os.path.isfile(path):
+        spec = importlib.util.spec_from_file_location("mrpose_tf_user_config", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        config = module.get_config()
+    else:
+        from mrpose_tf.checkpoints import read_run_config
+
+        config = read_run_config(path[:-len("config.json")] if path.endswith("config.json")
+                                 else path)
+    for field, value in (overrides or {}).items():
+        *parents, leaf = field.split(".")
+        node = config
+        for name in parents:
+            node = node[name]
+        if leaf not in node:
+            raise KeyError(f"config override {field!r}: no field {leaf!r} in "
+                           f"{'.'.join(parents) or 'the config'}")
+        node[leaf] = value
+    return config
 
 
 def model_from_config(config, backbone_weights=None):

@@ -33,12 +33,13 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def train_command(workdir, steps):
     config = os.path.join(REPO_ROOT, "configs", "coco", "simple_baseline_resnet50_256x192.py")
     return [sys.executable, os.path.join(REPO_ROOT, "scripts", "train.py"), f"--config={config}",
-            f"--workdir={workdir}", "--strategy=one_device", "--mixed_precision=float32",
+            f"--workdir={workdir}", "--config.train.strategy=one_device",
+            "--config.train.precision=float32",
             "--config.dataset.name=random", "--config.model.input_size=(64,64)",
             "--config.model.heatmap_size=(16,16)", "--config.model.backbone_weights=",
             "--config.train.batch_size=4", f"--config.train.max_steps={steps}",
             "--config.train.checkpoint_every_steps=1", "--config.train.log_every_steps=1",
-            "--config.train.keep_checkpoints=2", "--evaluate=false"]
+            "--config.train.keep_checkpoints=2", "--noevaluate"]
 
 
 def listed_checkpoints(workdir):

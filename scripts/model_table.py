@@ -2,12 +2,12 @@
 
     python scripts/model_table.py [--backbone=resnet50] [--input_size=256,192] [--num_joints=17]
 """
-import argparse
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 import mrpose_tf  # noqa: E402
 from mrpose_tf.models import ARCHITECTURES, head_trainable_params  # noqa: E402
@@ -17,22 +17,26 @@ FIGURES = {"simple_baseline": "Fig. 2", "mrheatnet1": "Fig. 3a", "mrheatnet2": "
            "mrfeanet1": "Fig. 4a", "mrfeanet2": "Fig. 4b"}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--backbone", default="resnet50")
-    parser.add_argument("--input_size", default="256,192")
-    parser.add_argument("--num_joints", type=int, default=17)
-    args = parser.parse_args()
-    size = tuple(int(v) for v in args.input_size.split(","))
+flags.DEFINE_enum("backbone", "resnet50", ["resnet50", "resnet101", "resnet152"],
+                  "ResNet depth.")
+flags.DEFINE_list("input_size", ["256", "192"], "HEIGHT,WIDTH of the input crop in pixels.")
+flags.DEFINE_integer("num_joints", 17, "Keypoints K (heatmap channels).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    size = tuple(int(v) for v in FLAGS.input_size)
     print(f"| arch | paper | params (total) | params (head, trainable) | GFLOPs "
-          f"({args.backbone}, {size[0]}x{size[1]}, K={args.num_joints}) |")
+          f"({FLAGS.backbone}, {size[0]}x{size[1]}, K={FLAGS.num_joints}) |")
     print("|---|---|---:|---:|---:|")
     for arch in ARCHITECTURES:
         keras.backend.clear_session()
-        model = mrpose_tf.build_model(arch, args.backbone, args.num_joints, size)
+        model = mrpose_tf.build_model(arch, FLAGS.backbone, FLAGS.num_joints, size)
         print(f"| `{arch}` | {FIGURES[arch]} | {count_params(model) / 1e6:.2f} M | "
               f"{head_trainable_params(model):,} | {count_flops(model) / 1e9:.2f} |")
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -8,13 +8,13 @@ heatmap blended in and the skeleton drawn from the crop-space joints.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import cv2  # noqa: E402
+from absl import app, flags  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mrpose_tf.data.coco import read_coco  # noqa: E402
@@ -55,15 +55,18 @@ def crop_tiles(records, spec, args):
     return tiles
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=["coco", "synthetic"], default="coco")
-    parser.add_argument("--output", default="data_grid.png")
-    parser.add_argument("--count", type=int, default=12)
-    parser.add_argument("--columns", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+flags.DEFINE_enum("dataset", "coco", ["coco", "synthetic"], "The COCO sample (../shared/data) "
+                  "or rendered synthetic figures.")
+flags.DEFINE_string("output", "data_grid.png", "The PNG to write.")
+flags.DEFINE_integer("count", 12, "Crops to draw.")
+flags.DEFINE_integer("columns", 6, "Tiles per row.")
+flags.DEFINE_integer("seed", 0, "Augmentation seed.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    args = flags.FLAGS
     with tempfile.TemporaryDirectory() as workdir:
         annotations, images = sample_files(args.dataset, workdir)
         records, spec = read_coco(annotations, images, train=True, aspect_ratio=192 / 256)
@@ -74,4 +77,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -143,24 +143,33 @@ def test_synthetic_configs_are_consistent(name):
         assert float(schedule(config.train.epochs * 100)) == pytest.approx(0.0, abs=1e-9)
 
 
-def test_plot_coordinates_map_the_data_ranges_onto_the_plot_box():
-    from mrpose_tf.visualization import plot_coordinates
+def test_learning_curve_plots_the_runs_points_and_writes_a_png(tmp_path):
+    import cv2
 
-    xy = plot_coordinates([0, 50, 100], [0.0, 0.5, 1.0], (0, 100), (0.0, 1.0), (10, 20, 210, 120))
-    np.testing.assert_array_equal(xy, [[10, 120], [110, 70], [210, 20]])
-
-
-def test_learning_curve_picture_draws_each_point_where_it_belongs():
-    from mrpose_tf.visualization import _colour, draw_learning_curve, plot_coordinates
+    from mrpose_tf.plots import plot_learning_curve
 
     curve = {"train": [{"step": s, "loss": 0.1 / s} for s in (10, 20, 40)],
              "val": [{"step": 20, "AP": 0.25, "PCK": 0.5}, {"step": 40, "AP": 0.75, "PCK": 0.9}]}
-    picture = draw_learning_curve(curve, size=(200, 400))
-    assert picture.shape == (400, 400, 3) and picture.dtype == np.uint8
-    box = (56, 28, 400 - 12, 200 - 30)
-    ap_colour = np.array(_colour(0, 3))
-    for step, ap in ((20, 0.25), (40, 0.75)):  # the bottom panel starts at row 200, y in [0, 1]
-        (x, y), = plot_coordinates([step], [ap], (0, 40), (0.0, 1.0), box)
-        np.testing.assert_array_equal(picture[200 + y, x], ap_colour)
-    (x, y), = plot_coordinates([20], [0.5], (0, 40), (0.0, 1.0), box)
-    np.testing.assert_array_equal(picture[200 + y, x], _colour(1, 3))
+    path = tmp_path / "curve.png"
+    figure = plot_learning_curve(curve, str(path), title="run")
+    loss_axes, val_axes = figure.axes
+    np.testing.assert_allclose(loss_axes.lines[0].get_xydata(), [[10, 0.01], [20, 0.005],
+                                                                 [40, 0.0025]])
+    assert loss_axes.get_yscale() == "log"  # every loss is positive
+    ap, pck = val_axes.lines
+    np.testing.assert_allclose(ap.get_xydata(), [[20, 0.25], [40, 0.75]])
+    np.testing.assert_allclose(pck.get_xydata(), [[20, 0.5], [40, 0.9]])
+    assert [line.get_label() for line in val_axes.lines] == ["AP (COCO OKS)", "heatmap PCK@0.05"]
+    assert val_axes.get_ylim() == (0.0, 1.0)
+    picture = cv2.imread(str(path))
+    assert picture.shape == (600, 900, 3)  # 9 x 6 inches at 100 dpi
+
+
+def test_learning_curve_of_a_run_without_validation_has_only_the_loss():
+    from mrpose_tf.plots import plot_learning_curve
+
+    figure = plot_learning_curve({"train": [{"step": 1, "loss": 0.0}, {"step": 2, "loss": 1.0}],
+                                  "val": []})
+    loss_axes, val_axes = figure.axes
+    assert len(loss_axes.lines) == 1 and not val_axes.lines
+    assert loss_axes.get_yscale() == "linear"  # a zero loss has no logarithm

@@ -1,7 +1,9 @@
 """adam: ms of one Adam update over a model's parameters, Keras ops against the fused kernel."""
 import json
 
-from mrpose_tf.benchmarks.common import ARCHS, INPUT_SIZE
+from absl import flags
+
+from mrpose_tf.benchmarks.common import ARCHS, INPUT_SIZE, define_list
 from mrpose_tf.benchmarks.timing import timed
 
 
@@ -41,10 +43,11 @@ def run(args):
             json.dump({"results": results}, f, indent=2)
 
 
-def add(subparsers):
-    p = subparsers.add_parser("adam", help="one Adam update: in Keras ops vs the trainer's "
-                              "fused kernel (config.train.fused_adam)")
-    p.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
-    p.add_argument("--runs", type=int, default=7)
-    p.add_argument("--json", default="", help="write the results here")
-    p.set_defaults(func=run)
+NAME = "adam"
+HELP = "one Adam update: in Keras ops vs the trainer's fused kernel (config.train.fused_adam)"
+
+
+def define_flags(fv):
+    define_list(fv, "archs", ARCHS, "architectures", choices=ARCHS)
+    flags.DEFINE_integer("runs", 7, "timed runs; the median is kept", flag_values=fv)
+    flags.DEFINE_string("json", "", "write the results here", flag_values=fv)

@@ -1,5 +1,6 @@
 """What several benchmarks share: sizes, the machine's ceilings, model costs, the peer."""
 import os
+import sys
 
 INPUT_SIZE, HEATMAP_SIZE = (256, 192), (64, 48)
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -7,9 +8,28 @@ COCO_SAMPLE = os.path.join(REPO_ROOT, "..", "shared", "data", "coco_sample")
 ARCHS = ("simple_baseline", "mrfeanet2")
 
 
-def bool_flag(text):
-    """argparse type of a boolean flag: 1/true/yes (any case) is True."""
-    return str(text).lower() in ("1", "true", "yes")
+def define_list(fv, name, default, help_text, choices=None, parse=str, length=None):
+    """A comma-separated list flag in ``fv`` (absl), its items parsed by ``parse``.
+
+    ``choices``: the allowed items; ``length``: the exact number of items.
+    """
+    from absl import flags
+
+    class Parser(flags.ListParser):
+        def parse(self, argument):
+            return [parse(item) for item in super().parse(argument)]
+
+    caller = sys._getframe(1).f_globals["__name__"]  # --help groups flags by module
+    flags.DEFINE(Parser(), name, list(default), help_text, flag_values=fv,
+                 serializer=flags.CsvListSerializer(","), module_name=caller)
+    if choices is not None:
+        flags.register_validator(name, lambda items: set(items) <= set(choices),
+                                 f"--{name}: each item must be one of {', '.join(choices)}",
+                                 flag_values=fv)
+    if length is not None:
+        flags.register_validator(name, lambda items: len(items) == length,
+                                 f"--{name} takes {length} comma-separated values",
+                                 flag_values=fv)
 
 
 def model_macs(arch, winograd=None, input_size=INPUT_SIZE):

@@ -6,6 +6,9 @@ the form the CPU trainer picks. The measured table and the rule it sets are in d
 """
 import json
 
+from absl import flags
+
+from mrpose_tf.benchmarks.common import define_list
 from mrpose_tf.benchmarks.timing import timed
 
 # The heads' transposed convs at 96x64 (batch 32), 256x192 and 384x288 (batch 8).
@@ -67,13 +70,14 @@ def run(args):
             json.dump({"precision": args.precision, "results": results}, f, indent=2)
 
 
-def add(subparsers):
-    p = subparsers.add_parser("deconv", help="training cost of the transposed conv: TF's kernel "
-                              "vs the matmul form (MatmulConv2DTranspose) vs the export's "
-                              "sub-pixel form (four 2x2 convs)")
-    p.add_argument("--shapes", nargs="+", default=list(DECONV_SHAPES),
-                   help="HxWxC_INxC_OUT@BATCH")
-    p.add_argument("--precision", default="mixed_bfloat16", choices=["float32", "mixed_bfloat16"])
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--json", default="", help="write the results here")
-    p.set_defaults(func=run)
+NAME = "deconv"
+HELP = ("training cost of the transposed conv: TF's kernel vs the matmul form "
+        "(MatmulConv2DTranspose) vs the export's sub-pixel form (four 2x2 convs)")
+
+
+def define_flags(fv):
+    define_list(fv, "shapes", DECONV_SHAPES, "HxWxC_INxC_OUT@BATCH, comma-separated")
+    flags.DEFINE_enum("precision", "mixed_bfloat16", ["float32", "mixed_bfloat16"],
+                      "Keras dtype policy", flag_values=fv)
+    flags.DEFINE_integer("runs", 5, "timed runs; the median is kept", flag_values=fv)
+    flags.DEFINE_string("json", "", "write the results here", flag_values=fv)

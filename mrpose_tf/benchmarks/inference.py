@@ -14,8 +14,10 @@ import json
 import os
 import tempfile
 
-from mrpose_tf.benchmarks.common import ARCHS, INPUT_SIZE, calibrate_batch_norm, model_macs, \
-    torch_peer, xnnpack_rate
+from absl import flags
+
+from mrpose_tf.benchmarks.common import (ARCHS, INPUT_SIZE, calibrate_batch_norm, define_list,
+                                         model_macs, torch_peer, xnnpack_rate)
 from mrpose_tf.benchmarks.timing import timed
 
 RUNTIMES = ("keras", "saved_model", "tflite_fp32", "tflite_fp16", "tflite_int8")
@@ -128,16 +130,19 @@ def run(args):
                        "threads": args.threads, "runs": args.runs}, f, indent=2)
 
 
-def add(subparsers):
-    p = subparsers.add_parser("inference", help="batch-1 latency and batch-16 throughput of "
-                              "Keras, SavedModel and TFLite fp32/fp16/int8, and PyTorch")
-    p.add_argument("--json", default="", help="write the results here")
-    p.add_argument("--archs", nargs="+", default=list(ARCHS))
-    p.add_argument("--runtimes", nargs="+", default=list(RUNTIMES))
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--calibration_crops", type=int, default=4)
-    p.add_argument("--naive_tflite", action="store_true",
-                   help="also time fp32 TFLite with the plain transposed convs")
-    p.set_defaults(func=run)
+NAME = "inference"
+HELP = ("batch-1 latency and batch-16 throughput of Keras, SavedModel and TFLite "
+        "fp32/fp16/int8, and PyTorch")
+
+
+def define_flags(fv):
+    flags.DEFINE_string("json", "", "write the results here", flag_values=fv)
+    define_list(fv, "archs", ARCHS, "architectures", choices=ARCHS)
+    define_list(fv, "runtimes", RUNTIMES, "runtimes to time", choices=RUNTIMES)
+    flags.DEFINE_integer("threads", 2, "threads of every runtime", flag_values=fv)
+    flags.DEFINE_integer("runs", 20, "timed runs; the median is kept", flag_values=fv)
+    flags.DEFINE_integer("warmup", 3, "untimed runs first", flag_values=fv)
+    flags.DEFINE_integer("calibration_crops", 4, "crops for BatchNorm statistics and int8",
+                         flag_values=fv)
+    flags.DEFINE_boolean("naive_tflite", False, "also time fp32 TFLite with the plain "
+                         "transposed convs", flag_values=fv)

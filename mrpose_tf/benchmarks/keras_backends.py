@@ -5,7 +5,10 @@ import json
 import os
 import sys
 
-from mrpose_tf.benchmarks.common import ARCHS, HEATMAP_SIZE, INPUT_SIZE, torch_peer
+from absl import flags
+
+from mrpose_tf.benchmarks.common import (ARCHS, HEATMAP_SIZE, INPUT_SIZE, define_list,
+                                         torch_peer)
 from mrpose_tf.benchmarks.timing import median, window_rates
 
 
@@ -118,17 +121,20 @@ def _backend_devices(backend):
     return backend
 
 
-def add(subparsers):
-    p = subparsers.add_parser("keras", help="training and inference images/s of the pure-Keras "
-                              "models under a Keras backend (jax, torch, tensorflow), next to "
-                              "plain PyTorch; e.g. on a GPU machine without TensorFlow")
-    p.add_argument("--backend", default="jax", choices=["jax", "torch", "tensorflow"])
-    p.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
-    p.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"],
-                   choices=["float32", "mixed_bfloat16"])
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=10, help="steps per timed window")
-    p.add_argument("--windows", type=int, default=5, help="timed windows; the median is kept")
-    p.add_argument("--warmup_steps", type=int, default=5)
-    p.add_argument("--json", default="", help="write the results here (after every row)")
-    p.set_defaults(func=run)
+NAME = "keras"
+HELP = ("training and inference images/s of the pure-Keras models under a Keras backend "
+        "(jax, torch, tensorflow), next to plain PyTorch; e.g. on a GPU machine without "
+        "TensorFlow")
+
+
+def define_flags(fv):
+    flags.DEFINE_enum("backend", "jax", ["jax", "torch", "tensorflow"], "Keras backend",
+                      flag_values=fv)
+    define_list(fv, "archs", ARCHS, "architectures", choices=ARCHS)
+    define_list(fv, "precisions", ["float32", "mixed_bfloat16"], "Keras dtype policies",
+                choices=["float32", "mixed_bfloat16"])
+    flags.DEFINE_integer("batch_size", 32, "images per step", flag_values=fv)
+    flags.DEFINE_integer("steps", 10, "steps per timed window", flag_values=fv)
+    flags.DEFINE_integer("windows", 5, "timed windows; the median is kept", flag_values=fv)
+    flags.DEFINE_integer("warmup_steps", 5, "untimed steps first", flag_values=fv)
+    flags.DEFINE_string("json", "", "write the results here (after every row)", flag_values=fv)

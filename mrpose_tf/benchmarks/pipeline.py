@@ -4,14 +4,15 @@ Each measurement runs in a fresh process pinned to its cores (threads fixed befo
 TensorFlow starts); the reference is the authors' style of pipeline, cv2.imread +
 warpAffine + numpy targets, one sample at a time on one core.
 """
-import argparse
 import json
 import os
 import subprocess
 import sys
 import time
 
-from mrpose_tf.benchmarks.common import COCO_SAMPLE, HEATMAP_SIZE, INPUT_SIZE, bool_flag
+from absl import flags
+
+from mrpose_tf.benchmarks.common import COCO_SAMPLE, HEATMAP_SIZE, INPUT_SIZE, define_list
 
 
 def _coco_train_records(annotations, images):
@@ -105,9 +106,9 @@ def _measure_opencv(args):
 
 def _run_isolated(args, kind, cores):
     """Run one measurement in a fresh process (threads fixed before TF starts); samples/s."""
-    command = [sys.executable, "-m", "mrpose_tf.benchmarks", "pipeline", "--_worker", kind,
-               "--_cores", str(cores)] + [f"--{k}={v}" for k, v in vars(args).items()
-                                         if k in _PIPELINE_FLAGS]
+    command = [sys.executable, "-m", "mrpose_tf.benchmarks", "pipeline", f"--worker={kind}",
+               f"--worker_cores={cores}"] + [f"--{k}={v}" for k, v in vars(args).items()
+                                             if k in _PIPELINE_FLAGS]
     if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= cores:
         cpus = sorted(os.sched_getaffinity(0))[:cores]
         command = ["taskset", "-c", ",".join(map(str, cpus))] + command
@@ -120,8 +121,9 @@ _PIPELINE_FLAGS = ("annotations", "images", "batch_size", "batches", "warmup_bat
 
 
 def run(args):
-    if args._worker:
-        rate = _measure_tf(args, args._cores) if args._worker == "tf" else _measure_opencv(args)
+    if args.worker:
+        tf_worker = args.worker == "tf"
+        rate = _measure_tf(args, args.worker_cores) if tf_worker else _measure_opencv(args)
         print(rate)
         return
     results = {str(n): _run_isolated(args, "tf", n) for n in args.cores}
@@ -141,20 +143,23 @@ def run(args):
                       f, indent=2)
 
 
-def add(subparsers):
-    p = subparsers.add_parser("pipeline", help="training input pipeline samples/s")
-    p.add_argument("--annotations", default=os.path.join(COCO_SAMPLE, "test_coco.json"))
-    p.add_argument("--images", default=COCO_SAMPLE)
-    p.add_argument("--json", default="", help="write the results here")
-    p.add_argument("--cores", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--batches", type=int, default=30)
-    p.add_argument("--warmup_batches", type=int, default=5)
-    p.add_argument("--opencv_warp", type=bool_flag,
-                   default=True, help="crop with cv2.warpAffine (the training default)")
-    p.add_argument("--decode_once_per_image", type=bool_flag,
-                   default=True, help="decode each image once for all its people "
-                   "(the training default)")
-    p.add_argument("--_worker", default="", help=argparse.SUPPRESS)
-    p.add_argument("--_cores", type=int, default=1, help=argparse.SUPPRESS)
-    p.set_defaults(func=run)
+NAME = "pipeline"
+HELP = "training input pipeline samples/s"
+
+
+def define_flags(fv):
+    flags.DEFINE_string("annotations", os.path.join(COCO_SAMPLE, "test_coco.json"),
+                        "COCO keypoint annotations", flag_values=fv)
+    flags.DEFINE_string("images", COCO_SAMPLE, "their image folder", flag_values=fv)
+    flags.DEFINE_string("json", "", "write the results here", flag_values=fv)
+    define_list(fv, "cores", [1, 2], "cores of each measurement", parse=int)
+    flags.DEFINE_integer("batch_size", 32, "samples per batch", flag_values=fv)
+    flags.DEFINE_integer("batches", 30, "timed batches", flag_values=fv)
+    flags.DEFINE_integer("warmup_batches", 5, "untimed batches first", flag_values=fv)
+    flags.DEFINE_boolean("opencv_warp", True, "crop with cv2.warpAffine (the training "
+                         "default)", flag_values=fv)
+    flags.DEFINE_boolean("decode_once_per_image", True, "decode each image once for all its "
+                         "people (the training default)", flag_values=fv)
+    flags.DEFINE_enum("worker", "", ["", "tf", "opencv"], "internal: one measurement in "
+                      "this process", flag_values=fv)
+    flags.DEFINE_integer("worker_cores", 1, "internal: the worker's cores", flag_values=fv)

@@ -2,6 +2,8 @@
 multiply-accumulates at the XNNPACK ceiling (where a model's time goes)."""
 import json
 
+from absl import flags
+
 from mrpose_tf.benchmarks.common import ARCHS, INPUT_SIZE, calibrate_batch_norm, xnnpack_rate
 from mrpose_tf.benchmarks.timing import timed
 
@@ -68,13 +70,15 @@ def run(args):
                        "segments": rows, "total_ms": done_ms}, f, indent=2)
 
 
-def add(subparsers):
-    p = subparsers.add_parser("stages", help="TFLite batch-1 latency per ResNet stage and the "
-                              "heads, against each one's multiply-accumulates at the ceiling")
-    p.add_argument("--arch", default="simple_baseline", choices=ARCHS)
-    p.add_argument("--quantization", default="int8", choices=("fp32", "int8"))
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--json", default="", help="write the results here")
-    p.set_defaults(func=run)
+NAME = "stages"
+HELP = ("TFLite batch-1 latency per ResNet stage and the heads, against each one's "
+        "multiply-accumulates at the ceiling")
+
+
+def define_flags(fv):
+    flags.DEFINE_enum("arch", "simple_baseline", ARCHS, "architecture", flag_values=fv)
+    flags.DEFINE_enum("quantization", "int8", ["fp32", "int8"], "TFLite model", flag_values=fv)
+    flags.DEFINE_integer("threads", 2, "XNNPACK threads", flag_values=fv)
+    flags.DEFINE_integer("runs", 20, "timed runs per round", flag_values=fv)
+    flags.DEFINE_integer("rounds", 5, "interleaved rounds; the median is kept", flag_values=fv)
+    flags.DEFINE_string("json", "", "write the results here", flag_values=fv)

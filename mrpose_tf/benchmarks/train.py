@@ -8,8 +8,10 @@ import json
 import os
 import tempfile
 
-from mrpose_tf.benchmarks.common import ARCHS, INPUT_SIZE, bool_flag, gemm_rate, model_macs, \
-    torch_peer
+from absl import flags
+
+from mrpose_tf.benchmarks.common import (ARCHS, INPUT_SIZE, define_list, gemm_rate, model_macs,
+                                         torch_peer)
 from mrpose_tf.benchmarks.timing import interleaved, median, window_rates
 
 # PyTorch, batch 8, float32: the authors' code on this project's CPU.
@@ -122,27 +124,27 @@ def run(args):
                        "gemm_macs_per_s": gemm, "results": results}, f, indent=2)
 
 
-def add(subparsers):
-    p = subparsers.add_parser("train", help="training images/s of the trainer's step")
-    p.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
-    p.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"],
-                   choices=["float32", "mixed_bfloat16", "mixed_float16"])
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--steps", type=int, default=3, help="steps per timed window")
-    p.add_argument("--windows", type=int, default=5, help="timed windows; the median is kept")
-    p.add_argument("--warmup_steps", type=int, default=3)
-    p.add_argument("--jit", type=bool_flag, default=False)
-    p.add_argument("--input_size", type=int, nargs=2, default=list(INPUT_SIZE),
-                   metavar=("HEIGHT", "WIDTH"), help="e.g. 96 64 (configs/synthetic_long.py)")
-    p.add_argument("--transposed_conv", nargs="+", default=["auto"],
-                   choices=TRANSPOSED_CONV_CHOICES,
-                   help="config.train.transposed_conv: auto: the trainer's CPU rule "
-                        "(training.layers.uses_matmul_form); matmul: every transposed conv as "
-                        "MatmulConv2DTranspose; native: keras Conv2DTranspose everywhere. "
-                        "Several: one row each, timed in interleaved windows")
-    p.add_argument("--adam", nargs="+", default=["fused"], choices=["fused", "keras"],
-                   help="fused: the trainer's Adam through TF's fused kernel "
-                        "(config.train.fused_adam); keras: the same update in Keras ops. "
-                        "Several: as --transposed_conv")
-    p.add_argument("--json", default="", help="write the results here")
-    p.set_defaults(func=run)
+NAME = "train"
+HELP = "training images/s of the trainer's step"
+
+
+def define_flags(fv):
+    define_list(fv, "archs", ARCHS, "architectures", choices=ARCHS)
+    define_list(fv, "precisions", ["float32", "mixed_bfloat16"], "Keras dtype policies",
+                choices=["float32", "mixed_bfloat16", "mixed_float16"])
+    flags.DEFINE_integer("batch_size", 8, "images per step", flag_values=fv)
+    flags.DEFINE_integer("steps", 3, "steps per timed window", flag_values=fv)
+    flags.DEFINE_integer("windows", 5, "timed windows; the median is kept", flag_values=fv)
+    flags.DEFINE_integer("warmup_steps", 3, "untimed steps first", flag_values=fv)
+    flags.DEFINE_boolean("jit", False, "XLA-compile the step", flag_values=fv)
+    define_list(fv, "input_size", INPUT_SIZE, "HEIGHT,WIDTH, e.g. 96,64 "
+                "(configs/synthetic_long.py)", parse=int, length=2)
+    define_list(fv, "transposed_conv", ["auto"], "config.train.transposed_conv: auto: the "
+                "trainer's CPU rule (training.layers.uses_matmul_form); matmul: every "
+                "transposed conv as MatmulConv2DTranspose; native: keras Conv2DTranspose "
+                "everywhere. Several: one row each, timed in interleaved windows",
+                choices=TRANSPOSED_CONV_CHOICES)
+    define_list(fv, "adam", ["fused"], "fused: the trainer's Adam through TF's fused kernel "
+                "(config.train.fused_adam); keras: the same update in Keras ops. Several: as "
+                "--transposed_conv", choices=["fused", "keras"])
+    flags.DEFINE_string("json", "", "write the results here", flag_values=fv)

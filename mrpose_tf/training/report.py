@@ -142,10 +142,11 @@ def finish_run(model, config, keypoints, workdir, train_result, val_records, tra
         log(f"wrote {demo}")
     metrics["learning_curve"] = read_metrics(workdir)
     if metrics["learning_curve"]["train"]:
-        from mrpose_tf.visualization import draw_learning_curve
+        from mrpose_tf.plots import plot_learning_curve
 
         picture = os.path.join(workdir, "learning_curve.png")
-        cv2.imwrite(picture, draw_learning_curve(metrics["learning_curve"])[..., ::-1])
+        plot_learning_curve(metrics["learning_curve"], picture,
+                            title=f"{config.model.arch} on {config.dataset.name}")
         log(f"wrote {picture}")
     metrics["finish_seconds"] = time.time() - started
     if run_started is not None:

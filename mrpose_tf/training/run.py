@@ -12,7 +12,8 @@ def train(config, workdir, evaluate=True, log=print):
     """Train the config's network in ``workdir``; rerunning resumes from its checkpoints.
 
     Args:
-      config: an experiment ConfigDict (e.g. ``configs/quickstart.py``'s ``get_config()``).
+      config: an experiment ConfigDict (e.g. ``mrpose_tf.load_config("configs/quickstart.py")``)
+        or the path of a config file or run, as :func:`mrpose_tf.config.load_config` takes.
       workdir: the run directory (checkpoints, config.json, keypoints.json, metrics.jsonl).
       evaluate: run the paper's evaluation (AP / PCKh) at each validation.
       log: a function taking one line of text.
@@ -34,6 +35,10 @@ def train(config, workdir, evaluate=True, log=print):
     from mrpose_tf.training.trainer import Trainer
 
     run_started = time.time()
+    if isinstance(config, str):
+        from mrpose_tf.config import load_config
+
+        config = load_config(config)
     config = resolve_unset_fields(config)
     train_config = config.train
     strategy = make_strategy(train_config.get("strategy", "auto"),

@@ -111,7 +111,7 @@ def resolve_precision(name, strategy):
     native bfloat16 (:func:`cpu_has_native_bfloat16`), else float32.
     """
     if name not in PRECISIONS:
-        raise ValueError(f"unknown mixed precision {name!r}; valid choices: {PRECISIONS}")
+        raise ValueError(f"train.precision: unknown precision {name!r}; valid: {PRECISIONS}")
     if name != "auto":
         return name
     kind = device_kind(strategy)
@@ -138,5 +138,5 @@ def resolve_jit(flag, strategy):
     if flag in ("false", "0", "no", "off"):
         return False
     if flag != "auto":
-        raise ValueError(f"jit_compile must be auto, true or false, got {flag!r}")
+        raise ValueError(f"train.jit_compile must be auto, true or false, got {flag!r}")
     return device_kind(strategy) in ("gpu", "tpu")

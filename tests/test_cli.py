@@ -1,0 +1,207 @@
+"""The programs: every command answers --help with its flags, the console scripts are
+installed, the benchmark flags parse as documented, and ``mrpose_tf.train`` trains in-process.
+"""
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONSOLE_SCRIPTS = {"mrpose-train": "mrpose_tf.cli.train:run",
+                   "mrpose-evaluate": "mrpose_tf.cli.evaluate:run",
+                   "mrpose-export": "mrpose_tf.cli.export:run",
+                   "mrpose-demo": "mrpose_tf.cli.demo:run",
+                   "mrpose-convert": "mrpose_tf.cli.convert:run",
+                   "mrpose-benchmark": "mrpose_tf.benchmarks:main"}
+# Each program with flags its --help must list (its own, not absl's).
+PROGRAMS = {
+    ("scripts/train.py",): ["--config", "--workdir", "--[no]evaluate"],
+    ("scripts/evaluate.py",): ["--checkpoint", "--saved_model", "--[no]flip_test", "--strategy"],
+    ("scripts/export.py",): ["--checkpoint", "--output_dir", "--formats"],
+    ("scripts/demo.py",): ["--checkpoint"],
+    ("scripts/convert_weights.py",): ["--checkpoint", "--workdir", "--style"],
+    ("scripts/model_table.py",): ["--backbone", "--input_size", "--num_joints"],
+    ("scripts/visualize_data.py",): ["--dataset", "--output", "--count"],
+    ("scripts/kill_resume_check.py",): ["--workdir", "--kill_after_step"],
+    ("scripts/benchmark.py",): ["pipeline", "inference", "keras"],
+    ("scripts/benchmark.py", "inference"): ["--json", "--archs", "--runtimes", "--[no]naive_tflite"],
+    ("scripts/benchmark.py", "train"): ["--input_size", "--transposed_conv", "--[no]jit"],
+}
+
+
+def _env():
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def test_every_program_lists_its_flags_in_help():
+    processes = {program: subprocess.Popen(
+        [sys.executable, os.path.join(REPO_ROOT, program[0]), *program[1:], "--help"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT, env=_env())
+        for program in PROGRAMS}
+    for program, process in processes.items():
+        out, _ = process.communicate(timeout=120)
+        missing = [flag for flag in PROGRAMS[program] if flag not in out]
+        assert not missing, f"{' '.join(program)} --help lacks {missing}:\n{out[-2000:]}"
+        assert "Traceback" not in out, out
+
+
+def test_console_scripts_are_installed_and_run():
+    try:
+        distribution = importlib.metadata.distribution("mrpose_tf")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("mrpose_tf is not installed (pip install -e .)")
+    scripts = {ep.name: ep.value for ep in distribution.entry_points
+               if ep.group == "console_scripts"}
+    assert scripts == CONSOLE_SCRIPTS, "reinstall (pip install -e .) after changing setup.py"
+    executable = shutil.which("mrpose-train",
+                              path=os.path.dirname(sys.executable) + os.pathsep
+                              + os.environ.get("PATH", ""))
+    if executable is None:
+        pytest.skip("the console scripts are not on PATH")
+    out = subprocess.run([executable, "--helpfull"], capture_output=True, text=True,
+                         env=_env(), timeout=120)
+    assert "--workdir" in out.stdout + out.stderr and "--config" in out.stdout + out.stderr
+
+
+def test_benchmark_flags_parse_comma_lists_and_refuse_bad_items(capsys):
+    from absl import flags
+
+    from mrpose_tf.benchmarks import main, train
+
+    fv = flags.FlagValues()
+    train.define_flags(fv)
+    fv(["prog", "--archs=mrfeanet2", "--input_size=96,64", "--transposed_conv=auto,native",
+        "--nojit"])
+    assert fv.archs == ["mrfeanet2"] and fv.input_size == [96, 64]
+    assert fv.transposed_conv == ["auto", "native"] and fv.jit is False
+    for bad in (["train", "--archs=resnet"], ["train", "--input_size=96"], ["nope"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(bad)
+        assert exit_info.value.code not in (0, None)
+    with pytest.raises(SystemExit, match="archs"):
+        main(["train", "--archs=resnet"])
+
+
+def test_python_api_trains_a_tiny_config_and_returns_its_metrics(tmp_path):
+    import mrpose_tf
+
+    config = mrpose_tf.load_config(
+        os.path.join(REPO_ROOT, "configs", "coco", "simple_baseline_resnet50_256x192.py"),
+        {"dataset.name": "random", "model.input_size": (64, 64), "model.heatmap_size": (16, 16),
+         "model.backbone_weights": "", "train.batch_size": 2, "train.max_steps": 2,
+         "train.log_every_steps": 1, "train.checkpoint_every_steps": 2,
+         "train.strategy": "one_device", "train.precision": "float32"})
+    lines = []
+    result = mrpose_tf.train(config, str(tmp_path), evaluate=False, log=lines.append)
+    assert result["step"] == 2 and result["stopped"] == "max_steps"
+    with open(tmp_path / "metrics.jsonl") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    train_rows = [row for row in rows if row["split"] == "train"]
+    assert [row["step"] for row in train_rows] == [1, 2]
+    assert np.isfinite(result["last_loss"]) and result["last_loss"] == train_rows[-1]["loss"]
+    with open(tmp_path / "config.json") as f:
+        saved = json.load(f)
+    assert saved["train"]["max_steps"] == 2 and saved["train"]["strategy"] == "one_device"
+    assert "float32" in lines[0] and "1 replica(s)" in lines[0]
+
+
+# What each command of the README runs: an absl program module, or an argparse script.
+README_PROGRAMS = {
+    "mrpose-train": "mrpose_tf.cli.train", "mrpose-evaluate": "mrpose_tf.cli.evaluate",
+    "mrpose-export": "mrpose_tf.cli.export", "mrpose-demo": "mrpose_tf.cli.demo",
+    "mrpose-convert": "mrpose_tf.cli.convert", "scripts/train.py": "mrpose_tf.cli.train",
+    "scripts/evaluate.py": "mrpose_tf.cli.evaluate", "scripts/export.py": "mrpose_tf.cli.export",
+    "scripts/demo.py": "mrpose_tf.cli.demo", "scripts/convert_weights.py": "mrpose_tf.cli.convert",
+    "scripts/model_table.py": "scripts/model_table.py",
+    "scripts/visualize_data.py": "scripts/visualize_data.py",
+    "export/tflite_infer.py": "export/tflite_infer.py",
+    "export/serving_client.py": "export/serving_client.py",
+}
+
+
+def _readme_commands():
+    """[(program, [flag words])] of the README's bash blocks (continuations joined)."""
+    import re
+
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        lines = [line.split(" #")[0] for line in block.replace("\\\n", " ").splitlines()
+                 if not line.lstrip().startswith("#")]
+        for part in (p.strip() for line in lines for p in line.split("&&")):
+            words = part.split()
+            if not words:
+                continue
+            if words[0] in ("python", "python3") and len(words) > 1:
+                words = words[1:]
+            program = words[0]
+            if program == "mrpose-benchmark":
+                program = f"mrpose-benchmark {words[1]}"
+            if program in README_PROGRAMS or program.startswith("mrpose-benchmark "):
+                commands.append((program, [w for w in words[1:] if w.startswith("--")]))
+    return commands
+
+
+def _flags_of(target):
+    """The flag names a program defines, from a fresh process (absl: its FlagValues)."""
+    if target.startswith("mrpose-benchmark "):
+        code = ("import sys; from absl import flags; from mrpose_tf import benchmarks; "
+                "fv = flags.FlagValues(); "
+                "[m.define_flags(fv) for m in benchmarks.MODULES if m.NAME == sys.argv[1]]; "
+                "print('\\n'.join(fv))")
+        argv = [sys.executable, "-c", code, target.split()[1]]
+    elif target.endswith(".py") and target.startswith("export/"):  # argparse: its --help
+        argv = [sys.executable, os.path.join(REPO_ROOT, target), "--help"]
+    else:  # an absl module or script: the flags it defines at import
+        code = ("import importlib, importlib.util, sys\n"
+                "from absl import flags\n"
+                "target = sys.argv[1]\n"
+                "if target.endswith('.py'):\n"
+                "    spec = importlib.util.spec_from_file_location('program', target)\n"
+                "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+                "else:\n"
+                "    importlib.import_module(target)\n"
+                "print('\\n'.join(flags.FLAGS))\n")
+        argv = [sys.executable, "-c", code, target]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=REPO_ROOT, env=_env())
+
+
+def test_every_flag_in_the_readme_commands_exists():
+    import re
+
+    import mrpose_tf
+
+    commands = _readme_commands()
+    assert len(commands) >= 10, commands  # the parser found the README's commands
+    targets = {README_PROGRAMS.get(program, program) for program, _ in commands}
+    processes = {target: _flags_of(target) for target in targets}
+    defined = {}
+    for target, process in processes.items():
+        out, _ = process.communicate(timeout=120)
+        assert process.returncode == 0, f"{target}:\n{out[-2000:]}"
+        if target.startswith("export/"):
+            defined[target] = set(re.findall(r"--(\w+)", out))
+        else:
+            defined[target] = set(out.split())
+    for program, words in commands:
+        target = README_PROGRAMS.get(program, program)
+        config_path = next((w.split("=", 1)[1] for w in words if w.startswith("--config=")), None)
+        for word in words:
+            name = word[2:].split("=", 1)[0]
+            if name.startswith("config."):
+                assert config_path, f"README: {program} {word} without --config="
+                *parents, leaf = name.split(".")[1:]
+                node = mrpose_tf.load_config(os.path.join(REPO_ROOT, config_path))
+                for parent in parents:
+                    node = node[parent]
+                assert leaf in node, f"README: {program} {word}: no such config field"
+                continue
+            flag = name[2:] if name.startswith("no") and name[2:] in defined[target] else name
+            assert flag in defined[target], f"README: {program} has no flag --{name}"
