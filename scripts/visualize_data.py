@@ -2,9 +2,12 @@
 
   python scripts/visualize_data.py --output=crops.png                      # the COCO sample
   python scripts/visualize_data.py --dataset=synthetic --output=synth.png  # rendered figures
+  python scripts/visualize_data.py --mode=images --output=docs/synthetic_examples.png
 
 Each tile is one pipeline element: the augmented crop with the (max over joints) target
-heatmap blended in and the skeleton drawn from the crop-space joints.
+heatmap blended in and the skeleton drawn from the crop-space joints. ``--mode=images``
+draws rendered synthetic images as they are instead, one row per difficulty (easy, standard;
+the picture in docs/data.md).
 """
 from __future__ import annotations
 
@@ -58,9 +61,27 @@ def crop_tiles(records, spec, args):
 flags.DEFINE_enum("dataset", "coco", ["coco", "synthetic"], "The COCO sample (../shared/data) "
                   "or rendered synthetic figures.")
 flags.DEFINE_string("output", "data_grid.png", "The PNG to write.")
+flags.DEFINE_enum("mode", "crops", ["crops", "images"], "crops: augmented training crops; "
+                  "images: whole synthetic images, a row of --columns per difficulty.")
 flags.DEFINE_integer("count", 12, "Crops to draw.")
 flags.DEFINE_integer("columns", 6, "Tiles per row.")
 flags.DEFINE_integer("seed", 0, "Augmentation seed.")
+
+
+def synthetic_rows(workdir, columns, seed):
+    """Rendered images, ``columns`` per difficulty (easy, standard), at 0.7x (168 x 224)."""
+    from mrpose_tf.data.synthetic import DIFFICULTIES, render_dataset
+    from mrpose_tf.images import read_image_rgb
+
+    tiles = []
+    for difficulty in DIFFICULTIES:
+        root = os.path.join(workdir, difficulty)
+        render_dataset(root, num_images=columns, difficulty=difficulty, seed=seed)
+        folder = os.path.join(root, "images", "train")
+        for name in sorted(os.listdir(folder)):
+            image = read_image_rgb(os.path.join(folder, name))
+            tiles.append(cv2.resize(image, (224, 168), interpolation=cv2.INTER_AREA))
+    return tiles
 
 
 def main(argv):
@@ -68,6 +89,11 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     args = flags.FLAGS
     with tempfile.TemporaryDirectory() as workdir:
+        if args.mode == "images":
+            grid = tile(synthetic_rows(workdir, args.columns, args.seed), args.columns, pad=0)
+            cv2.imwrite(args.output, grid[..., ::-1])
+            print(f"wrote {args.output} ({grid.shape[1]}x{grid.shape[0]})")
+            return
         annotations, images = sample_files(args.dataset, workdir)
         records, spec = read_coco(annotations, images, train=True, aspect_ratio=192 / 256)
         tiles = crop_tiles(records, spec, args)

@@ -1,3 +1,4 @@
+import importlib.util
 import os
 
 import pytest
@@ -6,6 +7,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(REPO_ROOT, "..", "shared", "data")
+
+
+def load_kit():
+    """export/tflite_infer.py (the deployment kit, not a package module) as a module."""
+    spec = importlib.util.spec_from_file_location(
+        "tflite_infer", os.path.join(REPO_ROOT, "export", "tflite_infer.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def shared_data_path(*parts):

@@ -1,9 +1,11 @@
-"""The programs: every command answers --help with its flags, the console scripts are
-installed, the benchmark flags parse as documented, and ``mrpose_tf.train`` trains in-process.
+"""The programs: every command answers --help with its flags, every flag of the README's
+commands exists, the console scripts are installed, the benchmark flags parse as documented,
+and ``mrpose_tf.train`` trains in-process.
 """
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,19 +20,28 @@ CONSOLE_SCRIPTS = {"mrpose-train": "mrpose_tf.cli.train:run",
                    "mrpose-demo": "mrpose_tf.cli.demo:run",
                    "mrpose-convert": "mrpose_tf.cli.convert:run",
                    "mrpose-benchmark": "mrpose_tf.benchmarks:main"}
-# Each program with flags its --help must list (its own, not absl's).
+# Each program's command line, and flags its --help must list (its own, not absl's).
 PROGRAMS = {
-    ("scripts/train.py",): ["--config", "--workdir", "--[no]evaluate"],
-    ("scripts/evaluate.py",): ["--checkpoint", "--saved_model", "--[no]flip_test", "--strategy"],
-    ("scripts/export.py",): ["--checkpoint", "--output_dir", "--formats"],
-    ("scripts/demo.py",): ["--checkpoint"],
-    ("scripts/convert_weights.py",): ["--checkpoint", "--workdir", "--style"],
-    ("scripts/model_table.py",): ["--backbone", "--input_size", "--num_joints"],
-    ("scripts/visualize_data.py",): ["--dataset", "--output", "--count"],
-    ("scripts/kill_resume_check.py",): ["--workdir", "--kill_after_step"],
-    ("scripts/benchmark.py",): ["pipeline", "inference", "keras"],
-    ("scripts/benchmark.py", "inference"): ["--json", "--archs", "--runtimes", "--[no]naive_tflite"],
-    ("scripts/benchmark.py", "train"): ["--input_size", "--transposed_conv", "--[no]jit"],
+    "scripts/train.py": ["--config", "--workdir", "--[no]evaluate"],
+    "scripts/evaluate.py": ["--checkpoint", "--saved_model", "--[no]flip_test", "--strategy"],
+    "scripts/export.py": ["--checkpoint", "--output_dir", "--formats"],
+    "scripts/demo.py": ["--checkpoint", "--image", "--boxes"],
+    "scripts/convert_weights.py": ["--checkpoint", "--workdir", "--style"],
+    "scripts/model_table.py": ["--backbone", "--input_size", "--num_joints"],
+    "scripts/visualize_data.py": ["--dataset", "--output", "--mode"],
+    "scripts/kill_resume_check.py": ["--workdir", "--kill_after_step"],
+    "scripts/benchmark.py": ["pipeline", "inference", "keras"],
+    "scripts/benchmark.py inference": ["--json", "--archs", "--runtimes", "--[no]naive_tflite"],
+    "scripts/benchmark.py train": ["--input_size", "--transposed_conv", "--[no]jit"],
+    "export/tflite_infer.py": ["--model", "--image", "--boxes"],
+    "export/serving_client.py": ["--server", "--image", "--boxes"],
+}
+# The program behind each command the README may use.
+README_PROGRAMS = {
+    "mrpose-train": "scripts/train.py", "mrpose-evaluate": "scripts/evaluate.py",
+    "mrpose-export": "scripts/export.py", "mrpose-demo": "scripts/demo.py",
+    "mrpose-convert": "scripts/convert_weights.py", "mrpose-benchmark": "scripts/benchmark.py",
+    **{program: program for program in PROGRAMS if " " not in program},
 }
 
 
@@ -38,16 +49,66 @@ def _env():
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
 
-def test_every_program_lists_its_flags_in_help():
+@pytest.fixture(scope="module")
+def help_texts():
+    """{program: its --help output}, all started at once."""
     processes = {program: subprocess.Popen(
-        [sys.executable, os.path.join(REPO_ROOT, program[0]), *program[1:], "--help"],
+        [sys.executable, *program.split(maxsplit=1)[:1], *program.split()[1:], "--help"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT, env=_env())
         for program in PROGRAMS}
-    for program, process in processes.items():
-        out, _ = process.communicate(timeout=120)
+    return {program: process.communicate(timeout=180)[0]
+            for program, process in processes.items()}
+
+
+def test_every_program_lists_its_flags_in_help(help_texts):
+    for program, out in help_texts.items():
         missing = [flag for flag in PROGRAMS[program] if flag not in out]
-        assert not missing, f"{' '.join(program)} --help lacks {missing}:\n{out[-2000:]}"
+        assert not missing, f"{program} --help lacks {missing}:\n{out[-2000:]}"
         assert "Traceback" not in out, out
+
+
+def _readme_commands():
+    """[(program, [flag words])] of the README's bash and python blocks (continuations joined)."""
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        lines = [line.split(" #")[0] for line in block.replace("\\\n", " ").splitlines()
+                 if not line.lstrip().startswith("#")]
+        for part in (p.strip() for line in lines for p in line.split("&&")):
+            words = part.split()
+            if words and words[0] in ("python", "python3") and len(words) > 1:
+                words = words[1:]
+            if not words or words[0] not in README_PROGRAMS:
+                continue
+            program = README_PROGRAMS[words[0]]
+            if program == "scripts/benchmark.py":
+                program, words = f"{program} {words[1]}", words[1:]
+            commands.append((program, [w for w in words[1:] if w.startswith("--")]))
+    return commands
+
+
+def test_every_flag_in_the_readme_commands_exists(help_texts):
+    import mrpose_tf
+
+    commands = _readme_commands()
+    assert len(commands) >= 10, commands  # the parser found the README's commands
+    for program, words in commands:
+        assert program in help_texts, f"README runs {program}, which this test does not know"
+        defined = set(re.findall(r"--(?:\[no\])?(\w+)", help_texts[program]))
+        config_path = next((w.split("=", 1)[1] for w in words if w.startswith("--config=")), None)
+        for word in words:
+            name = word[2:].split("=", 1)[0]
+            if name.startswith("config."):
+                assert config_path, f"README: {program} {word} without --config="
+                *parents, leaf = name.split(".")[1:]
+                node = mrpose_tf.load_config(os.path.join(REPO_ROOT, config_path))
+                for parent in parents:
+                    node = node[parent]
+                assert leaf in node, f"README: {program} {word}: no such config field"
+                continue
+            flag = name[2:] if name.startswith("no") and name[2:] in defined else name
+            assert flag in defined, f"README: {program} has no flag --{name}"
 
 
 def test_console_scripts_are_installed_and_run():
@@ -108,100 +169,3 @@ def test_python_api_trains_a_tiny_config_and_returns_its_metrics(tmp_path):
         saved = json.load(f)
     assert saved["train"]["max_steps"] == 2 and saved["train"]["strategy"] == "one_device"
     assert "float32" in lines[0] and "1 replica(s)" in lines[0]
-
-
-# What each command of the README runs: an absl program module, or an argparse script.
-README_PROGRAMS = {
-    "mrpose-train": "mrpose_tf.cli.train", "mrpose-evaluate": "mrpose_tf.cli.evaluate",
-    "mrpose-export": "mrpose_tf.cli.export", "mrpose-demo": "mrpose_tf.cli.demo",
-    "mrpose-convert": "mrpose_tf.cli.convert", "scripts/train.py": "mrpose_tf.cli.train",
-    "scripts/evaluate.py": "mrpose_tf.cli.evaluate", "scripts/export.py": "mrpose_tf.cli.export",
-    "scripts/demo.py": "mrpose_tf.cli.demo", "scripts/convert_weights.py": "mrpose_tf.cli.convert",
-    "scripts/model_table.py": "scripts/model_table.py",
-    "scripts/visualize_data.py": "scripts/visualize_data.py",
-    "export/tflite_infer.py": "export/tflite_infer.py",
-    "export/serving_client.py": "export/serving_client.py",
-}
-
-
-def _readme_commands():
-    """[(program, [flag words])] of the README's bash blocks (continuations joined)."""
-    import re
-
-    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
-        text = f.read()
-    commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        lines = [line.split(" #")[0] for line in block.replace("\\\n", " ").splitlines()
-                 if not line.lstrip().startswith("#")]
-        for part in (p.strip() for line in lines for p in line.split("&&")):
-            words = part.split()
-            if not words:
-                continue
-            if words[0] in ("python", "python3") and len(words) > 1:
-                words = words[1:]
-            program = words[0]
-            if program == "mrpose-benchmark":
-                program = f"mrpose-benchmark {words[1]}"
-            if program in README_PROGRAMS or program.startswith("mrpose-benchmark "):
-                commands.append((program, [w for w in words[1:] if w.startswith("--")]))
-    return commands
-
-
-def _flags_of(target):
-    """The flag names a program defines, from a fresh process (absl: its FlagValues)."""
-    if target.startswith("mrpose-benchmark "):
-        code = ("import sys; from absl import flags; from mrpose_tf import benchmarks; "
-                "fv = flags.FlagValues(); "
-                "[m.define_flags(fv) for m in benchmarks.MODULES if m.NAME == sys.argv[1]]; "
-                "print('\\n'.join(fv))")
-        argv = [sys.executable, "-c", code, target.split()[1]]
-    elif target.endswith(".py") and target.startswith("export/"):  # argparse: its --help
-        argv = [sys.executable, os.path.join(REPO_ROOT, target), "--help"]
-    else:  # an absl module or script: the flags it defines at import
-        code = ("import importlib, importlib.util, sys\n"
-                "from absl import flags\n"
-                "target = sys.argv[1]\n"
-                "if target.endswith('.py'):\n"
-                "    spec = importlib.util.spec_from_file_location('program', target)\n"
-                "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
-                "else:\n"
-                "    importlib.import_module(target)\n"
-                "print('\\n'.join(flags.FLAGS))\n")
-        argv = [sys.executable, "-c", code, target]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=REPO_ROOT, env=_env())
-
-
-def test_every_flag_in_the_readme_commands_exists():
-    import re
-
-    import mrpose_tf
-
-    commands = _readme_commands()
-    assert len(commands) >= 10, commands  # the parser found the README's commands
-    targets = {README_PROGRAMS.get(program, program) for program, _ in commands}
-    processes = {target: _flags_of(target) for target in targets}
-    defined = {}
-    for target, process in processes.items():
-        out, _ = process.communicate(timeout=120)
-        assert process.returncode == 0, f"{target}:\n{out[-2000:]}"
-        if target.startswith("export/"):
-            defined[target] = set(re.findall(r"--(\w+)", out))
-        else:
-            defined[target] = set(out.split())
-    for program, words in commands:
-        target = README_PROGRAMS.get(program, program)
-        config_path = next((w.split("=", 1)[1] for w in words if w.startswith("--config=")), None)
-        for word in words:
-            name = word[2:].split("=", 1)[0]
-            if name.startswith("config."):
-                assert config_path, f"README: {program} {word} without --config="
-                *parents, leaf = name.split(".")[1:]
-                node = mrpose_tf.load_config(os.path.join(REPO_ROOT, config_path))
-                for parent in parents:
-                    node = node[parent]
-                assert leaf in node, f"README: {program} {word}: no such config field"
-                continue
-            flag = name[2:] if name.startswith("no") and name[2:] in defined[target] else name
-            assert flag in defined[target], f"README: {program} has no flag --{name}"

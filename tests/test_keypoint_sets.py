@@ -2,7 +2,6 @@
 issue 20 as one example, its right value computed independently (pycocotools directly, a
 hand count). The five sets end to end: tests/test_keypoint_sets_end_to_end.py."""
 import contextlib
-import importlib.util
 import io
 import json
 import logging
@@ -20,7 +19,7 @@ import mrpose_tf
 from mrpose_tf.config import base_config
 from mrpose_tf.data.coco import normalise_ground_truth, read_coco
 from mrpose_tf.keypoints import COCO, derive_flip_pairs
-from tests.conftest import REPO_ROOT, shared_data_path
+from tests.conftest import REPO_ROOT, load_kit, shared_data_path
 
 ASPECT = 192 / 256
 
@@ -70,14 +69,6 @@ def _pycocotools_ap(annotation_file, results, sigmas):
         evaluator.accumulate()
         evaluator.summarize()
     return float(evaluator.stats[0])
-
-
-def _kit():
-    spec = importlib.util.spec_from_file_location(
-        "tflite_infer", os.path.join(REPO_ROOT, "export", "tflite_infer.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # --- 1. several categories with one keypoint set (AP-10K) ----------------------------------
@@ -389,7 +380,7 @@ def test_every_entry_point_decodes_a_file_as_stored(tmp_path):
     stored = tf.io.decode_jpeg(tf.io.read_file(path), channels=3, dct_method="INTEGER_ACCURATE")
     assert stored.shape == (40, 80, 3)
     np.testing.assert_array_equal(read_image_rgb(path), stored.numpy())
-    np.testing.assert_array_equal(_kit().read_image_rgb(path), stored.numpy())
+    np.testing.assert_array_equal(load_kit().read_image_rgb(path), stored.numpy())
 
 
 # --- 8. the Predictor given float or 16-bit images -----------------------------------------
@@ -407,13 +398,13 @@ def test_the_predictor_refuses_float_and_16_bit_images_naming_dtype_and_range(co
     with pytest.raises(ValueError, match=r"got uint16 with values 0\.\.65535; .*>> 8"):
         predictor(image.astype(np.uint16) * 257, boxes)
     with pytest.raises(ValueError, match=r"uint8 RGB with values 0\.\.255, got float32"):
-        _kit().TFLitePose.__call__(type("Stub", (), {})(), image.astype(np.float32), boxes)
+        load_kit().TFLitePose.__call__(type("Stub", (), {})(), image.astype(np.float32), boxes)
 
 
 # --- 10. negative numbers in the kit's --boxes ---------------------------------------------
 
 def test_the_kit_reads_negative_box_values_as_values():
-    kit = _kit()
+    kit = load_kit()
     argv = ["--model", "m.tflite", "--boxes", "-50,100,120,240", "--boxes", "5,6,7,8",
             "--boxes=-1,-2,3,4", "--image", "a.jpg"]
     assert kit.joined_box_values(argv) == [

@@ -11,7 +11,6 @@ stand-in backbone: ResNet-50's ~170 layers, traced for training and converted to
 once per set, would cost about a minute of CPU per set (its path with a custom keypoint set:
 tests/test_custom_keypoints.py). MRPOSE_TEST_RESNET=1 runs the five on ResNet-50.
 """
-import importlib.util
 import json
 import logging
 import os
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 
 from mrpose_tf.config import base_config
-from tests.conftest import REPO_ROOT, shared_data_path
+from tests.conftest import load_kit, shared_data_path
 
 SETS = {
     # name: (annotation file, people read for training, for evaluation, flip pairs by name)
@@ -68,14 +67,6 @@ def _stand_in_backbone(name, inputs, weights=None, style="keras"):
 def network(monkeypatch):
     if os.environ.get("MRPOSE_TEST_RESNET") != "1":
         monkeypatch.setattr("mrpose_tf.models.build_backbone", _stand_in_backbone)
-
-
-def _kit():
-    spec = importlib.util.spec_from_file_location(
-        "tflite_infer", os.path.join(REPO_ROOT, "export", "tflite_infer.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _config(name, root, num_joints):
@@ -162,7 +153,7 @@ def test_train_evaluate_export_and_kit_with_the_sets_own_keypoints(name, tmp_pat
             "--json", str(out_json)]
     for box in boxes:
         argv += ["--boxes", ",".join(f"{v:g}" for v in box)]
-    kit = _kit()
+    kit = load_kit()
     kit.main(argv)
     with open(out_json) as f:
         answer = json.load(f)

@@ -115,17 +115,13 @@ def test_read_metrics_takes_the_later_line_of_a_repeated_step(tmp_path):
 
 @pytest.mark.parametrize("name", ["quickstart", "synthetic_long"])
 def test_synthetic_configs_are_consistent(name):
-    import importlib.util
-
     from mrpose_tf.data.synthetic import DIFFICULTIES
     from mrpose_tf.export.exporter import parse_formats
     from mrpose_tf.models import ARCHITECTURES
 
-    path = os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"config_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    from mrpose_tf.config import load_config
+
+    config = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}.py"))
     height, width = config.model.input_size
     assert height % 32 == 0 and width % 32 == 0
     assert tuple(config.model.heatmap_size) == (height // 4, width // 4)

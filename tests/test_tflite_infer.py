@@ -1,5 +1,4 @@
 """export/tflite_infer.py: its numpy math equals mrpose_tf's, and it runs without TensorFlow."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,7 +9,7 @@ import pytest
 
 from mrpose_tf.geometry import box_to_center_scale, get_affine_transform
 from mrpose_tf.codec import decode_heatmaps
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_kit
 from tests.export_fixtures import coco_sample_people, custom_keypoints, exported_small_model
 
 # The exported model is built once per process: keep these tests on one pytest-xdist worker.
@@ -31,15 +30,8 @@ runpy.run_path(sys.argv[0], run_name='__main__')
 """
 
 
-def _load_kit():
-    spec = importlib.util.spec_from_file_location("tflite_infer", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_numpy_crop_math_equals_mrpose_tf_geometry():
-    kit = _load_kit()
+    kit = load_kit()
     rng = np.random.default_rng(0)
     boxes = np.concatenate([rng.uniform(0, 500, (20, 2)), rng.uniform(5, 300, (20, 2))], 1)
     for size in [(256, 192), (64, 48), (256, 256)]:
@@ -55,7 +47,7 @@ def test_numpy_crop_math_equals_mrpose_tf_geometry():
 
 
 def test_numpy_decode_equals_decode_heatmaps():
-    kit = _load_kit()
+    kit = load_kit()
     rng = np.random.default_rng(1)
     heatmaps = rng.normal(size=(6, 16, 12, 5)).astype(np.float32)
     heatmaps[0, ..., 0] = -1.0                   # max <= 0: coordinates 0
@@ -99,7 +91,7 @@ def test_tflite_infer_runs_without_tensorflow_and_matches_in_process(tmp_path, c
     _, coco_scores = predictor(COCO)(image, boxes)
     assert np.abs(np.asarray(result["scores"]) - coco_scores).max() > 0.1 * coco_scores.max()
     assert (tmp_path / "drawn.jpg").stat().st_size > 0
-    kit = _load_kit().TFLitePose(paths["tflite_fp32"])
+    kit = load_kit().TFLitePose(paths["tflite_fp32"])
     assert kit.flip_pairs == [list(p) for p in custom_keypoints().flip_pairs]
     assert kit.skeleton == [list(p) for p in custom_keypoints().skeleton]
 
@@ -113,7 +105,7 @@ def test_blocked_runner_really_blocks_tensorflow(tmp_path):
 
 
 def test_tflite_infer_rejects_bad_boxes():
-    kit = _load_kit()
+    kit = load_kit()
     with pytest.raises(ValueError, match="width, height > 0"):
         kit.TFLitePose.__call__(type("Stub", (), {})(), np.zeros((8, 8, 3), np.uint8),
                                 [[0, 0, 0, 5]])
@@ -123,7 +115,7 @@ def test_tflite_infer_needs_a_keypoint_set_for_the_flip_test(tmp_path):
     _, _, paths = exported_small_model()
     model = tmp_path / "model.tflite"  # alone in its folder, as an older export copied by hand
     model.write_bytes(open(paths["tflite_fp32"], "rb").read())
-    kit = _load_kit()
+    kit = load_kit()
     with pytest.raises(ValueError, match="keypoints.json"):
         kit.TFLitePose(str(model))
     assert kit.TFLitePose(str(model), info={"flip_test": False}).flip_pairs is None

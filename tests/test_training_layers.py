@@ -5,7 +5,6 @@ TrainingBatchNormalization against Keras' layer (outputs, gradients) and against
 ``nn.BatchNorm2d`` (its running statistics, the authors' rule); the rewrite's choices and
 its checkpoints against the plain model's.
 """
-import os
 
 import keras
 import numpy as np

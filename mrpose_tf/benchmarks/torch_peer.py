@@ -5,7 +5,6 @@ of SimMRPose's ``lib/models/*.py`` (``../shared/reference/torch_layouts.md``): `
 ``bn1``, ``layer1..4`` (torchvision's ResNet trunk, ``Bottleneck`` or ``Bottleneck_CAFFE``),
 then each head's modules. Needs torch (an optional dependency).
 """
-import torch
 from torch import nn
 
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}

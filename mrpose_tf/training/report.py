@@ -15,7 +15,6 @@
 import os
 import time
 
-import cv2
 import numpy as np
 
 from mrpose_tf.evaluation.pck import mean_pose, pck, place_mean_pose, record_columns

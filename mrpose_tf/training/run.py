@@ -53,13 +53,8 @@ def train(config, workdir, evaluate=True, log=print):
         f"{data.steps_per_epoch} steps/epoch")
     trainer = Trainer(config, workdir, strategy, data.steps_per_epoch, precision, jit, log=log,
                       keypoints=data.keypoints)
-    evaluate_fn = None
-    if evaluate and data.val_records is not None:
-        from mrpose_tf.evaluation.runner import evaluate_model
-
-        def evaluate_fn(model):
-            return dict(evaluate_model(model, config, data.val_records, data.keypoints))
-    result = trainer.fit(data.train_fn, data.val_fn, evaluate_fn)
+    result = trainer.fit(data.train_fn, data.val_fn,
+                         _evaluator(config, data) if evaluate else None)
     log(f"stopped ({result['stopped']}) at step {result['step']} (epoch {result['epoch']:.2f}) "
         f"after {result['train_seconds'] / 60:.1f} min, {result['images_per_second']:.1f} img/s, "
         f"last loss {result['last_loss']:.6f}")
@@ -67,3 +62,12 @@ def train(config, workdir, evaluate=True, log=print):
         return finish_run(trainer.model, config, data.keypoints, workdir, result,
                           data.val_records, run_started=run_started, log=log)
     return result
+
+
+def _evaluator(config, data):
+    """model -> the paper's metrics on the validation records (None without them)."""
+    if data.val_records is None:
+        return None
+    from mrpose_tf.evaluation.runner import evaluate_model
+
+    return lambda model: dict(evaluate_model(model, config, data.val_records, data.keypoints))
