@@ -89,9 +89,9 @@ def base_config():
     # 'auto': bfloat16 on TPUs, Ampere+ GPUs and CPUs with native bfloat16; float16 on older
     # GPUs; float32 elsewhere. Or float32, mixed_float16, mixed_bfloat16.
     c.train.precision = "auto"
-    c.train.strategy = "auto"            # auto, one_device, mirrored, multi_worker (TF_CONFIG), tpu
-    c.train.jit_compile = "auto"         # XLA for the gradient step: auto (GPU/TPU only), true, false
-    c.train.cpu_devices = 0              # > 1: split the CPU into logical devices (multi-replica tests)
+    c.train.strategy = "auto"  # auto, one_device, mirrored, multi_worker (TF_CONFIG), tpu
+    c.train.jit_compile = "auto"  # XLA for the gradient step: auto (on GPU/TPU), true, false
+    c.train.cpu_devices = 0  # > 1: split the CPU into logical devices (multi-replica tests)
     c.train.sync_batch_norm = True       # several replicas: BatchNorm over the global batch
     # The authors' statistics (PyTorch): BatchNorm's moving variance from the unbiased batch
     # variance; Adam's epsilon (torch's 1e-8) after the bias correction ('keras': before).
@@ -129,19 +129,22 @@ def load_config(path, overrides=None):
     Args:
       path: a Python config file, as ``--config=`` takes it, or a run directory / its
         ``config.json`` (the config a run was trained with).
-      overrides: {dotted field: value}, e.g. ``{"train.batch_size": 16}``, applied as
-        ``--config.train.batch_size=16`` would be.
+      overrides: {dotted field: value}, e.g. ``{"train.batch_size": 16}``, each value of the
+        field's type (ConfigDict's type check).
 
     Returns:
       An ``ml_collections.ConfigDict``.
 
     Raises:
-      FileNotFoundError: ``path`` is neither; KeyError: an override names no field.
+      FileNotFoundError: no such config file, or no config.json in or above the run path;
+      KeyError: an override names no field; TypeError: an override of the wrong type.
     """
     import importlib.util
     import os
 
-    if path.endswith(".py") and os.path.isfile(path):
+    if path.endswith(".py"):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"config file {path} does not exist")
         spec = importlib.util.spec_from_file_location("mrpose_tf_user_config", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -149,7 +152,7 @@ def load_config(path, overrides=None):
     else:
         from mrpose_tf.checkpoints import read_run_config
 
-        config = read_run_config(path[:-len("config.json")] if path.endswith("config.json")
+        config = read_run_config((os.path.dirname(path) or ".") if path.endswith("config.json")
                                  else path)
     for field, value in (overrides or {}).items():
         *parents, leaf = field.split(".")

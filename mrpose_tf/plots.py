@@ -8,7 +8,9 @@ used, so drawing never changes the pyplot backend of a notebook that imports thi
 """
 import os
 
-VALIDATION_METRICS = {"AP": "AP (COCO OKS)", "PCK": "heatmap PCK@0.05", "Mean": "PCKh@0.5 (MPII)"}
+# key in the validation rows: (legend label, factor to a fraction); MPII's PCKh is in percent.
+VALIDATION_METRICS = {"AP": ("AP (COCO OKS)", 1.0), "PCK": ("heatmap PCK@0.05", 1.0),
+                      "Mean": ("PCKh@0.5 (MPII)", 0.01)}
 
 
 def plot_learning_curve(curve, path=None, title=None):
@@ -22,8 +24,9 @@ def plot_learning_curve(curve, path=None, title=None):
 
     Returns:
       The ``matplotlib.figure.Figure``: axes[0] holds one line (training loss, log scale when
-      every loss is positive), axes[1] one line per validation metric present (AP, PCK, Mean
-      in [0, 1], in that order), labelled as in ``VALIDATION_METRICS``.
+      every loss is positive), axes[1] one line per validation metric present (AP, PCK, and
+      MPII's Mean PCKh divided by 100, so each in [0, 1]; in that order), labelled as in
+      ``VALIDATION_METRICS``.
     """
     from matplotlib.figure import Figure
 
@@ -37,8 +40,8 @@ def plot_learning_curve(curve, path=None, title=None):
             loss_axes.set_yscale("log")
     loss_axes.set_ylabel("training loss")
     loss_axes.grid(True, alpha=0.3)
-    for key, label in VALIDATION_METRICS.items():
-        points = [(r["step"], r[key]) for r in curve.get("val", []) if key in r]
+    for key, (label, factor) in VALIDATION_METRICS.items():
+        points = [(r["step"], r[key] * factor) for r in curve.get("val", []) if key in r]
         if points:
             val_axes.plot(*zip(*points), marker="o", label=label)
     val_axes.set_ylim(0.0, 1.0)

@@ -161,6 +161,14 @@ def test_learning_curve_plots_the_runs_points_and_writes_a_png(tmp_path):
     assert picture.shape == (600, 900, 3)  # 9 x 6 inches at 100 dpi
 
 
+def test_learning_curve_draws_mpii_pckh_percent_as_a_fraction():
+    from mrpose_tf.plots import plot_learning_curve
+
+    figure = plot_learning_curve({"train": [], "val": [{"step": 5, "Mean": 87.5}]})
+    (mean,) = figure.axes[1].lines
+    np.testing.assert_allclose(mean.get_xydata(), [[5, 0.875]])
+
+
 def test_learning_curve_of_a_run_without_validation_has_only_the_loss():
     from mrpose_tf.plots import plot_learning_curve
 

@@ -15,19 +15,19 @@ and ``python -m mrpose_tf.benchmarks`` are the same. A benchmark module defines 
 list it in ``MODULES``. Importing this package loads neither TensorFlow nor Keras: the
 'keras' subcommand chooses the Keras backend first.
 """
-import argparse
 import os
 import sys
+import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
 
+from mrpose_tf.cli import HELP_FLAGS, parse_flags  # noqa: E402
 from mrpose_tf.benchmarks import (adam, deconv, inference, keras_backends, pipeline,  # noqa: E402
                                   stages, train)
 
 MODULES = (pipeline, train, adam, deconv, inference, stages, keras_backends)
-HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull")
 
 
 def _usage():
@@ -37,7 +37,7 @@ def _usage():
 
 
 def main(argv=None):
-    """Parses ``[PROG] SUBCOMMAND --flags...`` and runs the subcommand; returns its result.
+    """Parses ``[PROG] SUBCOMMAND --flags...`` (``argv`` without the program) and runs it.
 
     Exits with status 2 (message on stderr) on an unknown subcommand or a bad flag.
     """
@@ -51,13 +51,6 @@ def main(argv=None):
     module = modules[argv[1]]
     fv = flags.FlagValues()
     module.define_flags(fv)
-    if any(arg in HELP_FLAGS for arg in argv[2:]):
-        print(f"mrpose-benchmark {module.NAME}: {module.HELP}\n\nflags:\n{fv.get_help()}")
-        sys.exit(0)
-    try:
-        rest = fv([f"{argv[0]} {module.NAME}"] + argv[2:])
-    except flags.Error as error:
-        sys.exit(f"mrpose-benchmark {module.NAME}: {error}")
-    if len(rest) > 1:
-        sys.exit(f"mrpose-benchmark {module.NAME}: unexpected arguments {rest[1:]}")
-    return module.run(argparse.Namespace(**fv.flag_values_dict()))
+    prog = f"mrpose-benchmark {module.NAME}"
+    parse_flags(fv, prog, f"{prog}: {module.HELP}", argv[2:])
+    module.run(types.SimpleNamespace(**fv.flag_values_dict()))

@@ -48,6 +48,6 @@ HELP = "one Adam update: in Keras ops vs the trainer's fused kernel (config.trai
 
 
 def define_flags(fv):
-    define_list(fv, "archs", ARCHS, "architectures", choices=ARCHS)
+    define_list(fv, __name__, "archs", ARCHS, "architectures", choices=ARCHS)
     flags.DEFINE_integer("runs", 7, "timed runs; the median is kept", flag_values=fv)
     flags.DEFINE_string("json", "", "write the results here", flag_values=fv)

@@ -1,6 +1,5 @@
 """What several benchmarks share: sizes, the machine's ceilings, model costs, the peer."""
 import os
-import sys
 
 INPUT_SIZE, HEATMAP_SIZE = (256, 192), (64, 48)
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -8,10 +7,11 @@ COCO_SAMPLE = os.path.join(REPO_ROOT, "..", "shared", "data", "coco_sample")
 ARCHS = ("simple_baseline", "mrfeanet2")
 
 
-def define_list(fv, name, default, help_text, choices=None, parse=str, length=None):
+def define_list(fv, module_name, name, default, help_text, choices=None, parse=str, length=None):
     """A comma-separated list flag in ``fv`` (absl), its items parsed by ``parse``.
 
-    ``choices``: the allowed items; ``length``: the exact number of items.
+    ``module_name``: the defining module (``--help`` groups flags by it); ``choices``: the
+    allowed items; ``length``: the exact number of items.
     """
     from absl import flags
 
@@ -19,9 +19,8 @@ def define_list(fv, name, default, help_text, choices=None, parse=str, length=No
         def parse(self, argument):
             return [parse(item) for item in super().parse(argument)]
 
-    caller = sys._getframe(1).f_globals["__name__"]  # --help groups flags by module
     flags.DEFINE(Parser(), name, list(default), help_text, flag_values=fv,
-                 serializer=flags.CsvListSerializer(","), module_name=caller)
+                 serializer=flags.CsvListSerializer(","), module_name=module_name)
     if choices is not None:
         flags.register_validator(name, lambda items: set(items) <= set(choices),
                                  f"--{name}: each item must be one of {', '.join(choices)}",

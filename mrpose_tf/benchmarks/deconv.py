@@ -76,7 +76,7 @@ HELP = ("training cost of the transposed conv: TF's kernel vs the matmul form "
 
 
 def define_flags(fv):
-    define_list(fv, "shapes", DECONV_SHAPES, "HxWxC_INxC_OUT@BATCH, comma-separated")
+    define_list(fv, __name__, "shapes", DECONV_SHAPES, "HxWxC_INxC_OUT@BATCH, comma-separated")
     flags.DEFINE_enum("precision", "mixed_bfloat16", ["float32", "mixed_bfloat16"],
                       "Keras dtype policy", flag_values=fv)
     flags.DEFINE_integer("runs", 5, "timed runs; the median is kept", flag_values=fv)

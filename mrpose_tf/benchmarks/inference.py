@@ -137,8 +137,8 @@ HELP = ("batch-1 latency and batch-16 throughput of Keras, SavedModel and TFLite
 
 def define_flags(fv):
     flags.DEFINE_string("json", "", "write the results here", flag_values=fv)
-    define_list(fv, "archs", ARCHS, "architectures", choices=ARCHS)
-    define_list(fv, "runtimes", RUNTIMES, "runtimes to time", choices=RUNTIMES)
+    define_list(fv, __name__, "archs", ARCHS, "architectures", choices=ARCHS)
+    define_list(fv, __name__, "runtimes", RUNTIMES, "runtimes to time", choices=RUNTIMES)
     flags.DEFINE_integer("threads", 2, "threads of every runtime", flag_values=fv)
     flags.DEFINE_integer("runs", 20, "timed runs; the median is kept", flag_values=fv)
     flags.DEFINE_integer("warmup", 3, "untimed runs first", flag_values=fv)

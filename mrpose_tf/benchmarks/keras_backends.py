@@ -130,8 +130,8 @@ HELP = ("training and inference images/s of the pure-Keras models under a Keras 
 def define_flags(fv):
     flags.DEFINE_enum("backend", "jax", ["jax", "torch", "tensorflow"], "Keras backend",
                       flag_values=fv)
-    define_list(fv, "archs", ARCHS, "architectures", choices=ARCHS)
-    define_list(fv, "precisions", ["float32", "mixed_bfloat16"], "Keras dtype policies",
+    define_list(fv, __name__, "archs", ARCHS, "architectures", choices=ARCHS)
+    define_list(fv, __name__, "precisions", ["float32", "mixed_bfloat16"], "Keras dtype policies",
                 choices=["float32", "mixed_bfloat16"])
     flags.DEFINE_integer("batch_size", 32, "images per step", flag_values=fv)
     flags.DEFINE_integer("steps", 10, "steps per timed window", flag_values=fv)

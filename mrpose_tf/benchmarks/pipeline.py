@@ -152,7 +152,7 @@ def define_flags(fv):
                         "COCO keypoint annotations", flag_values=fv)
     flags.DEFINE_string("images", COCO_SAMPLE, "their image folder", flag_values=fv)
     flags.DEFINE_string("json", "", "write the results here", flag_values=fv)
-    define_list(fv, "cores", [1, 2], "cores of each measurement", parse=int)
+    define_list(fv, __name__, "cores", [1, 2], "cores of each measurement", parse=int)
     flags.DEFINE_integer("batch_size", 32, "samples per batch", flag_values=fv)
     flags.DEFINE_integer("batches", 30, "timed batches", flag_values=fv)
     flags.DEFINE_integer("warmup_batches", 5, "untimed batches first", flag_values=fv)

@@ -14,8 +14,6 @@ from mrpose_tf.benchmarks.common import (ARCHS, INPUT_SIZE, define_list, gemm_ra
                                          torch_peer)
 from mrpose_tf.benchmarks.timing import interleaved, median, window_rates
 
-# PyTorch, batch 8, float32: the authors' code on this project's CPU.
-AUTHORS_IMAGES_PER_S = {"simple_baseline": 4.3, "mrfeanet2": 2.2}
 # mrpose_tf.training.layers.TRANSPOSED_CONV_CHOICES, spelt out: importing it (and keras) while
 # the flags are parsed would fix the Keras backend before the 'keras' subcommand chooses one.
 TRANSPOSED_CONV_CHOICES = ("auto", "matmul", "native")
@@ -93,9 +91,7 @@ def run(args):
     print("GEMM ceiling (2048^3 tf.matmul): " + ", ".join(
         f"{p} {rate / 1e9:.0f} GMAC/s" for p, rate in gemm.items()))
     print(f"{'arch':<18}{'precision':<16}{'transposed conv':<17}{'adam':<7}{'img/s':>8}"
-          f"{'x authors':>11}{'ceiling':>9}{'torch img/s':>13}")
-    # The authors' rate was measured at 256x192, batch 8: no ratio for other settings.
-    like_authors = size == INPUT_SIZE and args.batch_size == 8
+          f"{'x torch':>9}{'ceiling':>9}{'torch img/s':>13}")
     results = []
     for arch in args.archs:
         torch_rate = measure_torch(arch, args)
@@ -105,17 +101,16 @@ def run(args):
             ceiling = gemm[precision] / step_macs if precision in gemm else None
             ceiling_text = f"{ceiling:.2f}" if ceiling else "-"
             for (form, adam), (rate, loss) in measure_trainer(arch, precision, args).items():
-                ratio = rate / AUTHORS_IMAGES_PER_S[arch] if like_authors else None
-                ratio_text = f"{ratio:.2f}x" if ratio else "-"
-                print(f"{arch:<18}{precision:<16}{form:<17}{adam:<7}{rate:>8.2f}{ratio_text:>11}"
+                ratio_text = f"{rate / torch_rate:.2f}x" if torch_rate else "-"
+                print(f"{arch:<18}{precision:<16}{form:<17}{adam:<7}{rate:>8.2f}{ratio_text:>9}"
                       f"{ceiling_text:>9}{torch_text:>13}", flush=True)
                 results.append({"arch": arch, "precision": precision, "transposed_conv": form,
                                 "adam": adam, "images_per_s": rate,
-                                "authors_pytorch_images_per_s": AUTHORS_IMAGES_PER_S[arch],
                                 "ceiling_images_per_s": ceiling,
                                 "train_macs_per_image": step_macs,
                                 "torch_images_per_s": torch_rate, "last_loss": loss})
-    print("ceiling = GEMM ceiling / (3 x forward multiply-accumulates per image); transposed "
+    print("x torch: against the same network and step in PyTorch (float32, this run); "
+          "ceiling = GEMM ceiling / (3 x forward multiply-accumulates per image); transposed "
           "conv: auto = the trainer's CPU rule (training.layers.uses_matmul_form); adam: fused = "
           "TF's kernel (the trainer's default), keras = the same Adam in Keras ops")
     if args.json:
@@ -129,22 +124,22 @@ HELP = "training images/s of the trainer's step"
 
 
 def define_flags(fv):
-    define_list(fv, "archs", ARCHS, "architectures", choices=ARCHS)
-    define_list(fv, "precisions", ["float32", "mixed_bfloat16"], "Keras dtype policies",
+    define_list(fv, __name__, "archs", ARCHS, "architectures", choices=ARCHS)
+    define_list(fv, __name__, "precisions", ["float32", "mixed_bfloat16"], "Keras dtype policies",
                 choices=["float32", "mixed_bfloat16", "mixed_float16"])
     flags.DEFINE_integer("batch_size", 8, "images per step", flag_values=fv)
     flags.DEFINE_integer("steps", 3, "steps per timed window", flag_values=fv)
     flags.DEFINE_integer("windows", 5, "timed windows; the median is kept", flag_values=fv)
     flags.DEFINE_integer("warmup_steps", 3, "untimed steps first", flag_values=fv)
     flags.DEFINE_boolean("jit", False, "XLA-compile the step", flag_values=fv)
-    define_list(fv, "input_size", INPUT_SIZE, "HEIGHT,WIDTH, e.g. 96,64 "
+    define_list(fv, __name__, "input_size", INPUT_SIZE, "HEIGHT,WIDTH, e.g. 96,64 "
                 "(configs/synthetic_long.py)", parse=int, length=2)
-    define_list(fv, "transposed_conv", ["auto"], "config.train.transposed_conv: auto: the "
-                "trainer's CPU rule (training.layers.uses_matmul_form); matmul: every "
+    define_list(fv, __name__, "transposed_conv", ["auto"], "config.train.transposed_conv: "
+                "auto: the trainer's CPU rule (training.layers.uses_matmul_form); matmul: every "
                 "transposed conv as MatmulConv2DTranspose; native: keras Conv2DTranspose "
                 "everywhere. Several: one row each, timed in interleaved windows",
                 choices=TRANSPOSED_CONV_CHOICES)
-    define_list(fv, "adam", ["fused"], "fused: the trainer's Adam through TF's fused kernel "
-                "(config.train.fused_adam); keras: the same update in Keras ops. Several: as "
-                "--transposed_conv", choices=["fused", "keras"])
+    define_list(fv, __name__, "adam", ["fused"], "fused: the trainer's Adam through TF's "
+                "fused kernel (config.train.fused_adam); keras: the same update in Keras ops. "
+                "Several: as --transposed_conv", choices=["fused", "keras"])
     flags.DEFINE_string("json", "", "write the results here", flag_values=fv)

@@ -35,10 +35,12 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from mrpose_tf.config import resolve_unset_fields
     from mrpose_tf.convert import ConversionError, convert_checkpoint
 
     try:
-        convert_checkpoint(FLAGS.checkpoint, FLAGS.config, FLAGS.workdir, FLAGS.style)
+        convert_checkpoint(FLAGS.checkpoint, resolve_unset_fields(FLAGS.config), FLAGS.workdir,
+                           FLAGS.style)
     except (ConversionError, FileExistsError, FileNotFoundError) as error:
         print(f"conversion failed: {error}", file=sys.stderr)
         sys.exit(2)

@@ -43,7 +43,7 @@ flags.DEFINE_boolean("heatmaps", False, "Also write the heatmap grid of every pe
 flags.DEFINE_string("output_dir", "demo_output", "Where to write the pictures.")
 FLAGS = flags.FLAGS
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 def load_boxes(path, score_threshold):
@@ -69,15 +69,19 @@ def has_hog():
     return hasattr(cv2, "HOGDescriptor")
 
 
-def boxes_for(image_rgb, key, file_boxes, detector):
-    """Person boxes of one image: from the box file, HOG, or the whole image."""
+def boxes_for(image_rgb, key, file_boxes, detector, reuse_single=True):
+    """Person boxes of one image: from the box file, HOG, or the whole image.
+
+    ``reuse_single``: a box file listing one image only gives its boxes to this image too
+    (one picture or a video; not a folder of different images).
+    """
     import cv2
     import numpy as np
 
     height, width = image_rgb.shape[:2]
     if file_boxes is not None:  # boxes with no area are skipped
         found = file_boxes.get(key[0], []) + file_boxes.get(key[1], [])
-        if len(file_boxes) == 1 and not found:  # a file for one image only
+        if reuse_single and len(file_boxes) == 1 and not found:  # a file for one image only
             found = next(iter(file_boxes.values()))
         return [b for b in found if b[2] > 0 and b[3] > 0]
     if detector == "hog":
@@ -132,7 +136,8 @@ def run_images(predictor, spec, file_boxes):
             skipped += 1
             continue
         key = image_key(path)
-        boxes = boxes_for(rgb, key, file_boxes, FLAGS.detector)
+        boxes = boxes_for(rgb, key, file_boxes, FLAGS.detector,
+                          reuse_single=not FLAGS.images_dir)
         picture, grids = annotate(predictor, spec, rgb, boxes, FLAGS.kpt_thre, FLAGS.heatmaps)
         stem = os.path.splitext(os.path.basename(path))[0]
         target = os.path.join(FLAGS.output_dir, f"{stem}_pose.png")

@@ -34,8 +34,9 @@ flags.DEFINE_string("detections", None, "COCO detection-results JSON of person b
                     "(overrides test.detections; relative paths are taken as given).")
 flags.DEFINE_boolean("flip_test", None, "Flip test (default: the config's test.flip_test).")
 flags.DEFINE_string("output_dir", None, "Where to write the results and metrics JSON.")
-flags.DEFINE_string("strategy", "auto", "tf.distribute strategy: auto, one_device, mirrored, "
-                    "multi_worker, tpu.")
+flags.DEFINE_enum("strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker", "tpu"],
+                  "tf.distribute strategy of the evaluation (not the run's train.strategy: a "
+                  "run trained on many hosts is often evaluated on one).")
 flags.DEFINE_integer("batch_size", None, "Crops per batch (default: test.batch_size).")
 flags.DEFINE_boolean("error_analysis", False, "Also print and write (errors.json), on the "
                      "ground-truth boxes: PCK at 0.1/0.05/0.025 of the box side, left/right "
@@ -106,8 +107,8 @@ def evaluate_from_flags():
     records, dataset_keypoints = read_split(config, "val")
     if dataset_keypoints.num_joints != keypoints.num_joints:
         raise app.UsageError(f"the model has {keypoints.num_joints} keypoints "
-                             f"({keypoints.name}) but the validation annotations of "
-                             f"{config.dataset.root} have {dataset_keypoints.num_joints}")
+                             f"({keypoints.name}) but the validation annotations "
+                             f"{_val_source(config)} have {dataset_keypoints.num_joints}")
     metrics = evaluate_model(model, config, records, keypoints, flip_test=flip,
                              output_dir=output_dir, progress=True)
     print(format_metrics_table(metrics, f"{config.model.arch}_{config.model.backbone}"))
@@ -130,6 +131,13 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     evaluate_from_flags()
+
+
+def _val_source(config):
+    """The validation split's file (or TFDS build), for messages."""
+    if config.dataset.get("tfds_name"):
+        return f"of TFDS build {config.dataset.tfds_name}"
+    return os.path.join(config.dataset.root, config.dataset.val_annotations)
 
 
 def run():

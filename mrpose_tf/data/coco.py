@@ -184,6 +184,9 @@ def keypoint_categories(data, path, category_ids=None):
         raise ValueError(f"{path}: config.dataset.category_ids {list(category_ids)}: no category "
                          f"with id {missing} has 'keypoints' names (ids with keypoints: "
                          f"{sorted(by_id, key=str)[:20]})")
+    if not category_ids:
+        raise ValueError(f"{path}: config.dataset.category_ids is empty; leave it unset (None) "
+                         f"for every category with the first one's keypoint names")
     chosen = [by_id[i] for i in category_ids]
     names = list(chosen[0]["keypoints"])
     other = [c.get("id") for c in chosen if list(c["keypoints"]) != names]
@@ -413,8 +416,11 @@ def _ground_truth_records(data, path, images, names, num_joints, train, aspect_r
         if keypoints.size != 3 * num_joints:
             raise ValueError(f"{path}: {where} field 'keypoints' has {keypoints.size} values, "
                              f"expected 3 x {num_joints}")
-        box = clean_box(_field(ann, "bbox", where, path), image["width"], image["height"])
-        if box is None or float(ann["area"]) <= 0:
+        bbox = _field(ann, "bbox", where, path)
+        if np.shape(bbox) != (4,):
+            raise ValueError(f"{path}: {where} field 'bbox' must be [x, y, w, h], got {bbox!r}")
+        box = clean_box(bbox, image["width"], image["height"])
+        if box is None or float(ann.get("area", 0.0)) <= 0:
             skipped["with an empty box"] += 1
             continue
         keypoints = keypoints.reshape(num_joints, 3)

@@ -44,10 +44,10 @@ Speed (one CPU core must beat a per-sample OpenCV loop 2x; ``scripts/benchmark.p
   ``crop_and_resize`` for crops without rotation.
 * Per batch: targets and preprocessing (one 1x1 convolution, :func:`_preprocess_batch`).
 
-Image formats: JPEG, PNG, GIF, BMP and WebP are decoded by TensorFlow; any other format
-(TIFF, JPEG 2000, ...) by OpenCV (:mod:`mrpose_tf.images` through ``tf.numpy_function``),
-as ``scripts/demo.py`` and the deployment kit read every file; all of them as stored (EXIF
-orientation ignored).
+Image formats: JPEG, PNG, GIF, BMP and WebP (where TF has tf.io.decode_webp) are decoded by
+TensorFlow; any other format (TIFF, JPEG 2000, ...) by OpenCV (:mod:`mrpose_tf.images`
+through ``tf.numpy_function``), as ``mrpose-demo`` and the deployment kit read every file; all
+of them as stored (EXIF orientation ignored).
 
 Bad images: missing files are reported before iteration by :func:`check_image_files`
 (``build_dataset`` calls it for image files). A truncated file (JPEG without its end
@@ -234,12 +234,15 @@ class _Cropper:
 
 
 def _tensorflow_decodes(data):
-    """True for the formats ``tf.io.decode_image`` reads: JPEG, PNG, GIF, BMP and WebP."""
+    """True for the formats ``tf.io.decode_image`` reads: JPEG, PNG, GIF, BMP, and WebP in
+    the TensorFlow releases that have ``tf.io.decode_webp`` (else OpenCV decodes WebP)."""
     head = tf.strings.substr(data, 0, 4)
-    return (tf.io.is_jpeg(data) | tf.equal(head, b"\x89PNG") | tf.equal(head, b"GIF8")
-            | tf.equal(tf.strings.substr(data, 0, 2), b"BM")
-            | (tf.equal(head, b"RIFF") & tf.equal(
-                tf.strings.substr(data, tf.minimum(8, tf.strings.length(data)), 4), b"WEBP")))
+    known = (tf.io.is_jpeg(data) | tf.equal(head, b"\x89PNG") | tf.equal(head, b"GIF8")
+             | tf.equal(tf.strings.substr(data, 0, 2), b"BM"))
+    if not hasattr(tf.io, "decode_webp"):
+        return known
+    return known | (tf.equal(head, b"RIFF") & tf.equal(
+        tf.strings.substr(data, tf.minimum(8, tf.strings.length(data)), 4), b"WEBP"))
 
 
 def _opencv_decode(data):

@@ -592,16 +592,27 @@ def prepare_from_config(config):
 
 
 def main(argv=None):
-    import argparse
-    parser = argparse.ArgumentParser(description="Render the synthetic keypoint dataset.")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--num_train", type=int, default=200)
-    parser.add_argument("--num_val", type=int, default=50)
-    parser.add_argument("--difficulty", choices=DIFFICULTIES, default="easy")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--height", type=int, default=240)
-    parser.add_argument("--width", type=int, default=320)
-    args = parser.parse_args(argv)
+    """``python -m mrpose_tf.data.synthetic --output_dir=DIR ...``; ``argv`` without the
+    program (None: the command line)."""
+    import sys
+
+    from absl import flags
+
+    from mrpose_tf.cli import parse_flags
+
+    fv = flags.FlagValues()
+    flags.DEFINE_string("output_dir", None, "Where to write the dataset.", required=True,
+                        flag_values=fv)
+    flags.DEFINE_integer("num_train", 200, "Training images.", flag_values=fv)
+    flags.DEFINE_integer("num_val", 50, "Validation images.", flag_values=fv)
+    flags.DEFINE_enum("difficulty", "easy", DIFFICULTIES, "Figures and backgrounds.",
+                      flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "The same seed gives byte-identical files.", flag_values=fv)
+    flags.DEFINE_integer("height", 240, "Image height in pixels.", flag_values=fv)
+    flags.DEFINE_integer("width", 320, "Image width in pixels.", flag_values=fv)
+    args = parse_flags(fv, "python -m mrpose_tf.data.synthetic",
+                       "Render the synthetic keypoint dataset.",
+                       sys.argv[1:] if argv is None else argv)
     paths = ensure_synthetic_dataset(args.output_dir, args.num_train, args.num_val,
                                      args.difficulty, args.seed, (args.height, args.width))
     for key, path in paths.items():

@@ -387,24 +387,34 @@ def records_dataset_from_tfds(data_dir, name, split="train", *, shuffle_files=Fa
 
 
 def main(argv=None):
-    import argparse
-    parser = argparse.ArgumentParser(
-        description="Prepare a keypoint dataset split as a TFDS build.")
-    parser.add_argument("--annotation_file", required=True)
-    parser.add_argument("--image_dir", required=True)
-    parser.add_argument("--data_dir", required=True)
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--format", dest="dataset_format", choices=FORMATS, default="coco")
-    parser.add_argument("--input_size", default="256,192",
-                        help="height,width of the model input (sets the box aspect ratio)")
-    parser.add_argument("--padding", type=float, default=1.25)
-    parser.add_argument("--detections", default=None)
-    parser.add_argument("--image_thre", type=float, default=0.0)
-    args = parser.parse_args(argv)
-    height, width = (int(v) for v in args.input_size.split(","))
+    """``python -m mrpose_tf.data.tfds_builder --annotation_file=... ...``; ``argv`` without
+    the program (None: the command line)."""
+    import sys
+
+    from absl import flags
+
+    from mrpose_tf.cli import parse_flags
+
+    fv = flags.FlagValues()
+    for name, text in (("annotation_file", "The split's annotation file."),
+                       ("image_dir", "Its image folder."),
+                       ("data_dir", "The TFDS data directory to write into."),
+                       ("name", "The build's name (dataset.tfds_name).")):
+        flags.DEFINE_string(name, None, text, required=True, flag_values=fv)
+    flags.DEFINE_string("split", "train", "The split's name.", flag_values=fv)
+    flags.DEFINE_enum("format", "coco", FORMATS, "The annotation format.", flag_values=fv)
+    flags.DEFINE_list("input_size", ["256", "192"], "HEIGHT,WIDTH of the model input (sets "
+                      "the box aspect ratio).", flag_values=fv)
+    flags.DEFINE_float("padding", 1.25, "Box padding factor.", flag_values=fv)
+    flags.DEFINE_string("detections", None, "COCO detection results: boxes instead of the "
+                        "ground truth's.", flag_values=fv)
+    flags.DEFINE_float("image_thre", 0.0, "Minimum detection score.", flag_values=fv)
+    args = parse_flags(fv, "python -m mrpose_tf.data.tfds_builder",
+                       "Prepare a keypoint dataset split as a TFDS build.",
+                       sys.argv[1:] if argv is None else argv)
+    height, width = (int(v) for v in args.input_size)
     path = prepare_tfds(args.annotation_file, args.image_dir, args.data_dir, args.name, args.split,
-                        dataset_format=args.dataset_format, aspect_ratio=width / height,
+                        dataset_format=args.format, aspect_ratio=width / height,
                         padding=args.padding, detections=args.detections,
                         image_thre=args.image_thre)
     meta = tfds_metadata(args.data_dir, args.name, args.split)

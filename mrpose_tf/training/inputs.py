@@ -175,11 +175,9 @@ def training_data_from_config(config):
     check_training_keypoints(config, keypoints, source)
     global_batch = int(config.train.batch_size)
     steps_per_epoch = len(train_records) // global_batch
-    where = (f"TFDS build {config.dataset.tfds_name}_train" if config.dataset.tfds_name
-             else config.dataset.root)
     if steps_per_epoch < 1:
         raise ValueError(f"{config.dataset.name}: {len(train_records)} training people in "
-                         f"{where} are fewer than one batch of {global_batch}")
+                         f"{source} are fewer than one batch of {global_batch}")
     val_records, _ = read_split(config, "val")
     val_gt_records = val_records  # the validation loss and PCK need labelled joints
     if not config.test.use_gt_boxes and config.test.detections:

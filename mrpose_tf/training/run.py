@@ -39,7 +39,7 @@ def train(config, workdir, evaluate=True, log=print):
         from mrpose_tf.config import load_config
 
         config = load_config(config)
-    config = resolve_unset_fields(config)
+    config = resolve_unset_fields(config.copy_and_resolve_references())  # the caller's stays
     train_config = config.train
     strategy = make_strategy(train_config.get("strategy", "auto"),
                              cpu_devices=int(train_config.get("cpu_devices", 0)))

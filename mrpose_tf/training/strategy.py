@@ -128,7 +128,7 @@ def resolve_precision(name, strategy):
 def resolve_jit(flag, strategy):
     """Whether to XLA-compile the gradient computation: 'auto' -> on for GPU/TPU, off on CPU.
 
-    On CPU, XLA was measured ~10x slower than graph mode for these networks.
+    On CPU, XLA is slower than graph mode for these networks (``mrpose-benchmark train --jit``).
     """
     if isinstance(flag, bool):
         return flag
