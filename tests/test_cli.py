@@ -149,7 +149,7 @@ def test_benchmark_flags_parse_comma_lists_and_refuse_bad_items(capsys):
         assert named in err + str(exit_info.value.code), (bad, err)
 
 
-def test_python_api_trains_a_tiny_config_and_returns_its_metrics(tmp_path):
+def test_python_api_trains_a_tiny_config_and_returns_its_metrics(tmp_path, small_network):
     import mrpose_tf
 
     config = mrpose_tf.load_config(

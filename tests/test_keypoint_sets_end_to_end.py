@@ -53,22 +53,6 @@ COCO_SIGMA = {"left_eye": .025, "right_eye": .025, "nose": .026, "left_shoulder"
               "left_knee": .087, "right_knee": .087, "left_ankle": .089, "right_ankle": .089}
 
 
-def _stand_in_backbone(name, inputs, weights=None, style="keras"):
-    """(None, {'C5': (N, H/32, W/32, 32)}): what the SimpleBaseline head reads of a ResNet."""
-    import keras
-
-    x = keras.layers.Conv2D(32, 3, strides=2, padding="same", name="stand_in_conv")(inputs)
-    x = keras.layers.BatchNormalization(name="stand_in_bn")(x)
-    x = keras.layers.ReLU(name="stand_in_relu")(x)
-    return None, {"C5": keras.layers.AveragePooling2D(16, name="stand_in_pool")(x)}
-
-
-@pytest.fixture
-def network(monkeypatch):
-    if os.environ.get("MRPOSE_TEST_RESNET") != "1":
-        monkeypatch.setattr("mrpose_tf.models.build_backbone", _stand_in_backbone)
-
-
 def _config(name, root, num_joints):
     config = base_config()
     config.dataset.name = name
@@ -94,7 +78,7 @@ def _expected_sigmas(name, names):
 
 @pytest.mark.parametrize("name", sorted(SETS))
 def test_train_evaluate_export_and_kit_with_the_sets_own_keypoints(name, tmp_path, caplog,
-                                                                   network):
+                                                                   small_network):
     from mrpose_tf.evaluation.runner import evaluate_model
     from mrpose_tf.export import export_model
     from mrpose_tf.export.tflite import litert_interpreter, run_tflite
