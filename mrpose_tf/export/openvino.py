@@ -7,9 +7,10 @@ output ``heatmaps`` (N, H/4, W/4, K) float32. Weights are stored as float32
 (``compress_to_fp16=False``): the precision at run time is the device's choice
 (``INFERENCE_PRECISION_HINT``: bfloat16 on CPUs with AVX512-BF16 or AMX, float32 elsewhere).
 
-The transposed convolutions stay as they are: OpenVINO's CPU plugin runs its own
-deconvolution kernels, and on this project's CPU the exact sub-pixel rewrite
-(:mod:`mrpose_tf.export.subpixel`) is no faster there (docs/benchmarks.md).
+The transposed convolutions stay as they are (OpenVINO's CPU plugin runs them with its own
+deconvolution kernels): on this project's CPU the exact sub-pixel rewrite
+(:mod:`mrpose_tf.export.subpixel`) was not consistently faster in OpenVINO
+(docs/benchmarks.md; runtime ``openvino_subpixel`` of the inference benchmark).
 
 Needs the ``openvino`` package (``pip install mrpose_tf[openvino]``), imported on first use.
 """
