@@ -30,10 +30,15 @@ setup(
     extras_require={
         # Reading PyTorch checkpoints (scripts/convert_weights.py, torchvision backbones).
         "torch": ["torch>=2.1"],
+        # The OpenVINO export (--formats=openvino) and export/openvino_infer.py.
+        "openvino": ["openvino>=2024.0"],
         # torch: PyTorch references of the tests (BatchNorm, Adam), pinned to the CPU build
         # these machines carry (a newer release pulls a multi-GB CUDA build). pytest < 9:
         # pytest-xdist's xdist_group marks (pytest.ini) do not take effect under pytest 9.
-        "test": ["pytest>=8,<9", "pytest-timeout", "pytest-xdist>=3.5", "torch==2.13.0"],
+        # openvino: the OpenVINO export's parity tests (a ~60 MB wheel, numpy its only
+        # sizeable dependency).
+        "test": ["pytest>=8,<9", "pytest-timeout", "pytest-xdist>=3.5", "torch==2.13.0",
+                 "openvino>=2024.0"],
     },
     entry_points={
         "console_scripts": [

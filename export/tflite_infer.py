@@ -2,7 +2,8 @@
 
 Needs only ai-edge-litert, numpy and OpenCV (no TensorFlow, no mrpose_tf): the crop and
 decoding math below is a minimal numpy copy of mrpose_tf.geometry / mrpose_tf.codec, tested
-equal to them (tests/test_tflite_infer.py).
+equal to them (tests/test_tflite_infer.py). The kit's other runners (openvino_infer.py) and
+the TF Serving client import it from here: :class:`PoseRunner`, the command line, drawing.
 
     python tflite_infer.py --model model_int8.tflite --image people.jpg \
         --boxes 10,20,120,300 --boxes 200,40,110,280 --output drawn.jpg
@@ -82,13 +83,19 @@ def decode(heatmaps, centers, scales):
     return keypoints, scores
 
 
-class TFLitePose:
-    """A .tflite pose model (batch 1, preprocessed crops -> heatmaps) and its crop settings."""
+class PoseRunner:
+    """What every runner of the kit shares: the export's settings, crops, flip test, decoding.
 
-    def __init__(self, model_path, num_threads=2, info=None, keypoints=None):
+    A runner subclass sets up its model and defines :meth:`heatmaps_of`; ``__call__`` does
+    the rest.
+    """
+
+    def __init__(self, model_path, input_size, num_joints, info=None, keypoints=None):
         """Args:
-          model_path: the .tflite file.
-          num_threads: interpreter threads.
+          model_path: the model file; export_info.json and keypoints.json are looked for
+            beside it.
+          input_size: (height, width) of the model's input, used without export_info.json.
+          num_joints: K, the model's heatmap channels.
           info: the export_info dict (default: export_info.json beside the model).
           keypoints: the keypoint-set dict (default: keypoints.json beside the model).
 
@@ -96,19 +103,14 @@ class TFLitePose:
           ValueError: the flip test is on and neither keypoints.json nor export_info.json
             says which keypoints are left/right pairs.
         """
-        from ai_edge_litert.interpreter import Interpreter
-
-        self.interpreter = Interpreter(model_path=model_path, num_threads=num_threads)
-        self.interpreter.allocate_tensors()
-        (self.input,) = self.interpreter.get_input_details()
-        (self.output,) = self.interpreter.get_output_details()
         folder = os.path.dirname(os.path.abspath(model_path))
         if info is None and os.path.exists(os.path.join(folder, "export_info.json")):
             info = _read_json(os.path.join(folder, "export_info.json"))
         if keypoints is None and os.path.exists(os.path.join(folder, "keypoints.json")):
             keypoints = _read_json(os.path.join(folder, "keypoints.json"))
         info, keypoints = info or {}, keypoints or {}
-        self.input_size = tuple(info.get("input_size", self.input["shape"][1:3]))
+        self.num_joints = int(num_joints)
+        self.input_size = tuple(int(v) for v in info.get("input_size", input_size))
         self.flip_test = bool(info.get("flip_test", True))
         self.box_padding = float(info.get("box_padding", 1.25))
         convention = {k: info.get(k, v) for k, v in DEFAULT_INPUT.items()}
@@ -128,6 +130,74 @@ class TFLitePose:
         crop = crop_rgb[..., ::-1] if self.bgr else crop_rgb
         return (crop.astype(np.float32) - self.mean) / self.std
 
+    def heatmaps_of(self, crops):
+        """(N, H, W, 3) float32 preprocessed crops -> (N, h, w, K) float32 heatmaps."""
+        raise NotImplementedError
+
+    def __call__(self, image_rgb, boxes):
+        """Keypoints (M, K, 2) in image pixels and scores (M, K) of the people in ``boxes``.
+
+        Args:
+          image_rgb: (H, W, 3) uint8 RGB image.
+          boxes: (M, 4) person boxes (x, y, w, h) in pixels.
+
+        Raises:
+          ValueError: an image that is not (H, W, 3) uint8, or boxes with a width or height
+            <= 0 or a value that is not finite.
+        """
+        image_rgb = np.asarray(image_rgb)
+        if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
+            raise ValueError(f"image must be (H, W, 3) uint8 RGB, got shape {image_rgb.shape}")
+        if image_rgb.dtype != np.uint8:  # the Predictor's and the SavedModel's contract too
+            low, high = (image_rgb.min(), image_rgb.max()) if image_rgb.size else (0, 0)
+            raise ValueError(f"image must be uint8 RGB with values 0..255, got "
+                             f"{image_rgb.dtype} with values {low:g}..{high:g}")
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        if np.any(boxes[:, 2:] <= 0) or not np.all(np.isfinite(boxes)):
+            raise ValueError(f"boxes need finite values and width, height > 0: {boxes.tolist()}")
+        if not len(boxes):
+            return np.zeros((0, self.num_joints, 2)), np.zeros((0, self.num_joints), np.float32)
+        height, width = self.input_size
+        centers, scales = box_to_center_scale(boxes, width / height, self.box_padding)
+        crops = np.stack([self.preprocess(cv2.warpAffine(
+            image_rgb, crop_matrix(center, scale, (height, width)), (width, height),
+            flags=cv2.INTER_LINEAR)) for center, scale in zip(centers, scales)])
+        if not self.flip_test:
+            return decode(self.heatmaps_of(crops), centers, scales)
+        # The crops and their mirror images in one call.
+        both = self.heatmaps_of(np.concatenate([crops, crops[:, :, ::-1]]))
+        heatmaps, mirrored = both[:len(crops)], both[len(crops):, :, ::-1]
+        order = np.arange(heatmaps.shape[-1])
+        for a, b in self.flip_pairs:
+            order[a], order[b] = b, a
+        mirrored = mirrored[..., order]
+        mirrored[:, :, 1:] = mirrored[:, :, :-1].copy()  # the reference's one-pixel shift
+        return decode((heatmaps + mirrored) * 0.5, centers, scales)
+
+
+class TFLitePose(PoseRunner):
+    """A .tflite pose model (batch 1, preprocessed crops -> heatmaps) and its crop settings."""
+
+    def __init__(self, model_path, num_threads=2, info=None, keypoints=None):
+        """Args:
+          model_path: the .tflite file.
+          num_threads: interpreter threads.
+          info: the export_info dict (default: export_info.json beside the model).
+          keypoints: the keypoint-set dict (default: keypoints.json beside the model).
+
+        Raises:
+          ValueError: the flip test is on and neither keypoints.json nor export_info.json
+            says which keypoints are left/right pairs.
+        """
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=model_path, num_threads=num_threads)
+        self.interpreter.allocate_tensors()
+        (self.input,) = self.interpreter.get_input_details()
+        (self.output,) = self.interpreter.get_output_details()
+        super().__init__(model_path, self.input["shape"][1:3], self.output["shape"][-1],
+                         info, keypoints)
+
     def heatmaps(self, crop):
         """One preprocessed (H, W, 3) float32 crop -> (h, w, K) float32 heatmaps."""
         x = crop[None].astype(np.float32)
@@ -142,44 +212,9 @@ class TFLitePose:
             y = (y.astype(np.float32) - zero) * scale
         return y.astype(np.float32)
 
-    def __call__(self, image_rgb, boxes):
-        """Keypoints (M, K, 2) in image pixels and scores (M, K) of the people in ``boxes``.
-
-        Args:
-          image_rgb: (H, W, 3) uint8 RGB image.
-          boxes: (M, 4) person boxes (x, y, w, h) in pixels.
-        """
-        image_rgb = np.asarray(image_rgb)
-        if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
-            raise ValueError(f"image must be (H, W, 3) uint8 RGB, got shape {image_rgb.shape}")
-        if image_rgb.dtype != np.uint8:  # the Predictor's and the SavedModel's contract too
-            low, high = (image_rgb.min(), image_rgb.max()) if image_rgb.size else (0, 0)
-            raise ValueError(f"image must be uint8 RGB with values 0..255, got "
-                             f"{image_rgb.dtype} with values {low:g}..{high:g}")
-        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        if np.any(boxes[:, 2:] <= 0) or not np.all(np.isfinite(boxes)):
-            raise ValueError(f"boxes need finite values and width, height > 0: {boxes.tolist()}")
-        height, width = self.input_size
-        centers, scales = box_to_center_scale(boxes, width / height, self.box_padding)
-        out = []
-        for center, scale in zip(centers, scales):
-            crop = cv2.warpAffine(image_rgb, crop_matrix(center, scale, (height, width)),
-                                  (width, height), flags=cv2.INTER_LINEAR)
-            crop = self.preprocess(crop)
-            heatmaps = self.heatmaps(crop)
-            if self.flip_test:
-                mirrored = self.heatmaps(np.ascontiguousarray(crop[:, ::-1]))[:, ::-1]
-                order = np.arange(heatmaps.shape[-1])
-                for a, b in self.flip_pairs:
-                    order[a], order[b] = b, a
-                mirrored = mirrored[..., order]
-                mirrored[:, 1:] = mirrored[:, :-1].copy()  # the reference's one-pixel shift
-                heatmaps = (heatmaps + mirrored) * 0.5
-            out.append(heatmaps)
-        k = int(self.output["shape"][-1])
-        if not out:
-            return np.zeros((0, k, 2)), np.zeros((0, k), np.float32)
-        return decode(np.stack(out), centers, scales)
+    def heatmaps_of(self, crops):
+        """(N, H, W, 3) preprocessed crops -> (N, h, w, K), one invocation each (batch 1)."""
+        return np.stack([self.heatmaps(np.ascontiguousarray(crop)) for crop in crops])
 
 
 def _limits(dtype):
@@ -222,9 +257,11 @@ def joined_box_values(argv):
     return out
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True, help=".tflite file")
+def cli_parser(description, model_help):
+    """The kit's command line: --model, --image, --boxes (repeated), --threads, --output,
+    --json; a runner adds its own options to it."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", required=True, help=model_help)
     parser.add_argument("--image", required=True, help="image file")
     parser.add_argument("--boxes", action="append", required=True,
                         help="person box x,y,w,h in pixels (repeat for several people; x and y "
@@ -232,6 +269,12 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", help="write the image with the keypoints drawn here")
     parser.add_argument("--json", help="write keypoints and scores here as JSON")
+    return parser
+
+
+def run_cli(parser, make_runner, argv=None):
+    """Parse ``argv`` (default: sys.argv), run ``make_runner(args)`` (a :class:`PoseRunner`)
+    on the image's boxes, print or write the JSON result and draw the keypoints."""
     args = parser.parse_args(joined_box_values(sys.argv[1:] if argv is None else list(argv)))
     image_rgb = read_image_rgb(args.image)
     if image_rgb is None:
@@ -242,7 +285,7 @@ def main(argv=None):
         parser.error(f"--boxes must be x,y,w,h numbers, got {args.boxes}")
     if any(len(box) != 4 for box in boxes):
         parser.error(f"--boxes must be x,y,w,h (4 numbers), got {args.boxes}")
-    model = TFLitePose(args.model, num_threads=args.threads)
+    model = make_runner(args)
     keypoints, scores = model(image_rgb, boxes)
     result = {"keypoints": keypoints.tolist(), "scores": scores.tolist()}
     if args.json:
@@ -253,6 +296,11 @@ def main(argv=None):
     if args.output:
         image_bgr = np.ascontiguousarray(image_rgb[..., ::-1])
         cv2.imwrite(args.output, draw(image_bgr, keypoints, scores, model.skeleton))
+
+
+def main(argv=None):
+    parser = cli_parser(__doc__.split("\n")[0], ".tflite file")
+    run_cli(parser, lambda args: TFLitePose(args.model, num_threads=args.threads), argv)
 
 
 if __name__ == "__main__":

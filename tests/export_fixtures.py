@@ -15,6 +15,18 @@ from tests.conftest import SHARED_DATA
 
 INPUT_SIZE = (64, 64)
 
+# Runs a script with 'tensorflow' and 'mrpose_tf' made unimportable.
+BLOCKED_RUNNER = """
+import importlib.abc, runpy, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tensorflow', 'mrpose_tf', 'keras'):
+            raise ImportError('blocked in this test: ' + name)
+sys.meta_path.insert(0, Block())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
 
 def custom_keypoints():
     """17 keypoints whose left/right pairs and skeleton differ from COCO's, with COCO's

@@ -10,24 +10,13 @@ import pytest
 from mrpose_tf.geometry import box_to_center_scale, get_affine_transform
 from mrpose_tf.codec import decode_heatmaps
 from tests.conftest import REPO_ROOT, load_kit
-from tests.export_fixtures import coco_sample_people, custom_keypoints, exported_small_model
+from tests.export_fixtures import (BLOCKED_RUNNER, coco_sample_people, custom_keypoints,
+                                   exported_small_model)
 
 # The exported model is built once per process: keep these tests on one pytest-xdist worker.
 pytestmark = pytest.mark.xdist_group("export")
 
 SCRIPT = os.path.join(REPO_ROOT, "export", "tflite_infer.py")
-
-# Runs a script with 'tensorflow' and 'mrpose_tf' made unimportable.
-BLOCKED_RUNNER = """
-import importlib.abc, runpy, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('tensorflow', 'mrpose_tf', 'keras'):
-            raise ImportError('blocked in this test: ' + name)
-sys.meta_path.insert(0, Block())
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name='__main__')
-"""
 
 
 def test_numpy_crop_math_equals_mrpose_tf_geometry():

@@ -9,6 +9,11 @@ import time
 
 def timed(fn, runs, warmup):
     """Median wall time of ``fn()`` in milliseconds over ``runs`` calls after ``warmup``."""
+    return median(run_times(fn, runs, warmup))
+
+
+def run_times(fn, runs, warmup):
+    """Wall times of ``runs`` calls of ``fn()`` in milliseconds, after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -16,7 +21,7 @@ def timed(fn, runs, warmup):
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1e3)
-    return float(sorted(times)[len(times) // 2])
+    return times
 
 
 def window_rates(step, items_per_step, steps, windows, warmup, sync=lambda: None):

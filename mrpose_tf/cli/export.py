@@ -1,7 +1,10 @@
-"""Export a pose model: SavedModel (TF Serving) and TFLite fp32 / fp16 / int8.
+"""mrpose-export: a pose model as SavedModel (TF Serving), TFLite fp32 / fp16 / int8, and
+optionally a bfloat16 SavedModel and an OpenVINO IR.
 
 Examples:
   python scripts/export.py --checkpoint=runs/coco_mrfeanet2_r50 --output_dir=exported
+  mrpose-export --checkpoint=runs/coco_mrfeanet2_r50 --output_dir=exported \\
+      --formats=saved_model,openvino     # pip install -e '.[openvino]'
   python scripts/export.py --config=configs/coco/simple_baseline_resnet50_256x192.py \\
       --checkpoint=runs/sb/best/ckpt-1000 --output_dir=exported --formats=tflite_int8
   python scripts/export.py ... --compare_int8   # mean OKS int8 vs fp32 and AP of each
@@ -28,7 +31,9 @@ flags.DEFINE_string("checkpoint", None, "Run directory, checkpoint prefix, *.wei
                     "*.keras file; none: random weights.")
 flags.DEFINE_string("output_dir", None, "Where to write the exported files.", required=True)
 flags.DEFINE_list("formats", ["saved_model", "tflite_fp32", "tflite_fp16", "tflite_int8"],
-                  "Comma-separated subset of saved_model, tflite_fp32, tflite_fp16, tflite_int8.")
+                  "Comma-separated subset of saved_model, saved_model_bf16 (bfloat16 inside, "
+                  "for CPUs with native bfloat16), tflite_fp32, tflite_fp16, tflite_int8, "
+                  "openvino (the IR, needs the openvino extra).")
 flags.DEFINE_string("representative_data", None, "A .npy of (N, H, W, 3) preprocessed crops "
                     "for int8 calibration (default: crops from the validation set).")
 flags.DEFINE_boolean("winograd", True, "Float TFLite models: Winograd form of the transposed "

@@ -1,17 +1,21 @@
-"""``export_model``: a trained pose model -> SavedModel (TF Serving) and TFLite files.
+"""``export_model``: a trained pose model -> SavedModel (TF Serving), TFLite and OpenVINO files.
 
 Layout written under ``output_dir``::
 
     saved_model/          signatures serving_default, heatmaps_preprocessed, keypoints,
                           keypoints_encoded
+    saved_model_bf16/     the same signatures, computing in bfloat16 (float32 in and out)
+    openvino/model.xml    OpenVINO IR (+ model.bin), preprocessed crops -> heatmaps, any batch,
+                          with its own keypoints.json and export_info.json
     model_fp32.tflite     batch-1 crops -> heatmaps (sub-pixel deconvs)
     model_fp16.tflite     float16 weights
     model_int8.tflite     full-integer, calibrated on validation crops
     keypoints.json        the keypoint set: names, flip pairs, skeleton, OKS sigmas
     export_info.json      input size, input preprocessing, flip test, box padding
 
-The SavedModel carries its own copies of keypoints.json and export_info.json in
-``saved_model/assets.extra/``, so that they travel with the model to a server.
+Each SavedModel carries its own copies of keypoints.json and export_info.json in
+``assets.extra/``, and the OpenVINO folder its own beside model.xml, so that they travel
+with the model to a server (TF Serving, OpenVINO Model Server).
 """
 import os
 
@@ -20,16 +24,22 @@ import tensorflow as tf
 
 from mrpose_tf import preprocessing
 from mrpose_tf.config import input_preprocessing_of
-from mrpose_tf.export import graph, tflite
+from mrpose_tf.export import graph, openvino, tflite
 from mrpose_tf.export.calibration import calibration_crops
 from mrpose_tf.files import atomic_write_json
 from mrpose_tf.keypoints import save_keypoint_set
 from mrpose_tf.predictor import EXPORT_INFO, SAVED_MODEL_EXTRA
 from mrpose_tf.preprocessing import preprocess
 
-FORMATS = ("saved_model", "tflite_fp32", "tflite_fp16", "tflite_int8")
-FILE_NAMES = {"saved_model": "saved_model", "tflite_fp32": "model_fp32.tflite",
-              "tflite_fp16": "model_fp16.tflite", "tflite_int8": "model_int8.tflite"}
+FORMATS = ("saved_model", "saved_model_bf16", "tflite_fp32", "tflite_fp16", "tflite_int8",
+           "openvino")
+FILE_NAMES = {"saved_model": "saved_model", "saved_model_bf16": "saved_model_bf16",
+              "tflite_fp32": "model_fp32.tflite", "tflite_fp16": "model_fp16.tflite",
+              "tflite_int8": "model_int8.tflite",
+              "openvino": os.path.join("openvino", "model.xml")}
+# What export_model writes when no formats are given: the optional-package and slow-on-most-
+# CPUs formats (OpenVINO, bfloat16) only on request.
+DEFAULT_FORMATS = ("saved_model", "tflite_fp32", "tflite_fp16", "tflite_int8")
 
 
 def parse_formats(formats):
@@ -111,6 +121,35 @@ def export_saved_model(model, config, keypoints, path):
     return path
 
 
+def bfloat16_model(model):
+    """A copy of ``model`` computing in bfloat16, float32 in and out.
+
+    Every layer is rebuilt under Keras' 'mixed_bfloat16' policy (float32 weights, cast to
+    bfloat16 where used; inputs cast on entry), except the output layers, which keep
+    ``model``'s float32 so that heatmaps leave in float32. The weights are ``model``'s.
+    oneDNN runs the bfloat16 convolutions natively on CPUs with AVX512-BF16 or AMX; elsewhere
+    TensorFlow emulates them, several times slower than float32.
+
+    Args:
+      model: a functional keras pose model, (N, H, W, 3) float32 -> (N, h, w, K) float32.
+
+    Returns:
+      A functional ``keras.Model`` named ``{model.name}_bf16``, (N, H, W, 3) float32 ->
+      (N, h, w, K) float32.
+    """
+    kept = {id(t._keras_history.operation) for t in model.outputs}  # the layers making them
+
+    def clone(layer):
+        config = layer.get_config()
+        if id(layer) not in kept and not isinstance(layer, keras.layers.InputLayer):
+            config["dtype"] = "mixed_bfloat16"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return keras.Model(copy.input, copy.output, name=f"{model.name}_bf16")
+
+
 def export_info(config):
     """What a deployment needs besides the model and its keypoint set: the input size, the
     input convention (name, the network's channel order, mean and std on 0..255), the flip
@@ -127,7 +166,7 @@ def export_info(config):
             "arch": config.model.arch, "backbone": config.model.backbone}
 
 
-def export_model(model, config, keypoints, output_dir, formats=FORMATS,
+def export_model(model, config, keypoints, output_dir, formats=DEFAULT_FORMATS,
                  representative_crops=None, winograd=True):
     """Export ``model`` in every requested format.
 
@@ -136,8 +175,8 @@ def export_model(model, config, keypoints, output_dir, formats=FORMATS,
       config: its experiment ConfigDict.
       keypoints: its :class:`mrpose_tf.keypoints.KeypointSpec` (written as keypoints.json).
       output_dir: folder to write into (created).
-      formats: subset of ('saved_model', 'tflite_fp32', 'tflite_fp16', 'tflite_int8'),
-        as a sequence or a comma-separated string.
+      formats: subset of :data:`FORMATS` ('saved_model', 'saved_model_bf16', 'tflite_fp32',
+        'tflite_fp16', 'tflite_int8', 'openvino'), as a sequence or a comma-separated string.
       representative_crops: (N, H, W, 3) preprocessed float32 crops for int8 calibration;
         default :func:`mrpose_tf.export.calibration.calibration_crops` of the config.
       winograd: the Winograd form in the float TFLite models where it pays
@@ -145,6 +184,10 @@ def export_model(model, config, keypoints, output_dir, formats=FORMATS,
 
     Returns:
       dict format -> path of what was written (plus 'export_info' and 'keypoints').
+
+    Raises:
+      ValueError: an unknown format, or a keypoint set that does not fit the model.
+      ImportError: 'openvino' requested without the openvino package installed.
     """
     if keypoints.num_joints != int(model.output.shape[-1]):
         raise ValueError(f"keypoint set {keypoints.name!r} has {keypoints.num_joints} keypoints, "
@@ -152,9 +195,17 @@ def export_model(model, config, keypoints, output_dir, formats=FORMATS,
     formats = parse_formats(formats)
     os.makedirs(output_dir, exist_ok=True)
     paths = {}
+    if "openvino" in formats:
+        openvino.require_openvino()  # before minutes of other exports
     if "saved_model" in formats:
         paths["saved_model"] = export_saved_model(
             model, config, keypoints, os.path.join(output_dir, FILE_NAMES["saved_model"]))
+    if "saved_model_bf16" in formats:
+        path = os.path.join(output_dir, FILE_NAMES["saved_model_bf16"])
+        paths["saved_model_bf16"] = export_saved_model(bfloat16_model(model), config, keypoints,
+                                                       path)
+        info = {**export_info(config), "compute_dtype": "bfloat16"}
+        atomic_write_json(os.path.join(path, SAVED_MODEL_EXTRA, EXPORT_INFO), info)
     tflite_formats = [f for f in formats if f.startswith("tflite_")]
     if tflite_formats:
         quantizations = [name.split("_", 1)[1] for name in tflite_formats]
@@ -167,6 +218,12 @@ def export_model(model, config, keypoints, output_dir, formats=FORMATS,
             paths[name] = os.path.join(output_dir, FILE_NAMES[name])
             with open(paths[name], "wb") as f:
                 f.write(converted[quantization])
+    if "openvino" in formats:
+        paths["openvino"] = openvino.save_openvino(
+            model, os.path.join(output_dir, FILE_NAMES["openvino"]))
+        folder = os.path.dirname(paths["openvino"])
+        save_keypoint_set(keypoints, folder)  # the folder alone is what a model server gets
+        atomic_write_json(os.path.join(folder, EXPORT_INFO), export_info(config))
     paths["keypoints"] = save_keypoint_set(keypoints, output_dir)
     paths["export_info"] = os.path.join(output_dir, EXPORT_INFO)
     atomic_write_json(paths["export_info"], export_info(config))
