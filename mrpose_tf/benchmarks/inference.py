@@ -25,10 +25,11 @@ from mrpose_tf.benchmarks.peers import PEERS, peer_runners
 from mrpose_tf.benchmarks.timing import median, run_times, timed
 
 OURS = ("keras", "saved_model", "saved_model_bf16", "tflite_fp32", "tflite_fp16", "tflite_int8",
-        "openvino", "openvino_subpixel")
+        "openvino", "openvino_native")
 RUNTIMES = OURS + PEERS
-# openvino_subpixel: our IR in the sub-pixel form, to compare with the exported (native) one.
-OPTIONAL = ("openvino_subpixel",)
+# openvino_native: our IR with the transposed convs as they are, to compare with the exported
+# (sub-pixel) one.
+OPTIONAL = ("openvino_native",)
 INT8 = ("tflite_int8", "onnx_ort_int8", "onnx_ov_int8")
 
 
@@ -54,7 +55,7 @@ def _runners(arch, args, workdir):
 
     from mrpose_tf.benchmarks.peers import installed
     from mrpose_tf.config import base_config
-    from mrpose_tf.export import export_saved_model, inference_model
+    from mrpose_tf.export import export_saved_model
     from mrpose_tf.export.exporter import bfloat16_model
     from mrpose_tf.export.openvino import compile_openvino, convert_openvino, run_openvino
     from mrpose_tf.export.tflite import (convert_all, convert_pose_model, delegation,
@@ -78,9 +79,9 @@ def _runners(arch, args, workdir):
                     "heatmaps_preprocessed"]
             runners[name] = (lambda s=serving: s(image=tf.constant(one)),
                              lambda s=serving: s(image=tf.constant(sixteen)))
-    for name, form in (("openvino", model), ("openvino_subpixel", inference_model(model))):
+    for name, subpixel in (("openvino", True), ("openvino_native", False)):
         if name in args.runtimes and installed(["openvino"]):
-            compiled = compile_openvino(convert_openvino(form), args.threads)
+            compiled = compile_openvino(convert_openvino(model, subpixel), args.threads)
             runners[name] = (lambda c=compiled: run_openvino(c, one),
                              lambda c=compiled: run_openvino(c, sixteen))
             runners[name][0].precision = compiled.get_property(
@@ -194,7 +195,7 @@ def add(subparsers):
     p.add_argument("--json", default="", help="write the results here")
     p.add_argument("--archs", nargs="+", default=list(ARCHS))
     p.add_argument("--runtimes", nargs="+", choices=RUNTIMES, metavar="RUNTIME",
-                   help=f"some of {', '.join(RUNTIMES)}; default: all but openvino_subpixel, "
+                   help=f"some of {', '.join(RUNTIMES)}; default: all but openvino_native, "
                         f"and saved_model_bf16 only on CPUs with native bfloat16")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=20)
