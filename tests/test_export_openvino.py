@@ -13,7 +13,7 @@ from mrpose_tf.geometry import box_to_center_scale, person_area
 from mrpose_tf.keypoints import COCO
 from mrpose_tf.predictor import Predictor, crop_person
 from mrpose_tf.preprocessing import preprocess
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, SHARED_DATA
 from tests.export_fixtures import (BLOCKED_RUNNER, INPUT_SIZE, BackgroundRun,
                                    coco_sample_people, custom_keypoints, exported_small_model)
 
@@ -38,9 +38,9 @@ def _runner_command(model_xml, image_path, boxes, out_json):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """(model, config, paths): the session's model, its SavedModel, plus an OpenVINO IR and a
-    bfloat16 SavedModel; the runner's subprocess started on the IR (meanwhile the bfloat16
-    export traces)."""
+    """(model, config, paths, runner): the session's model and its exports, plus an OpenVINO IR
+    and a bfloat16 SavedModel; runner: (the runner's subprocess on the IR, started while the
+    bfloat16 export traces, its JSON output path), None without openvino or the sample data."""
     from mrpose_tf.export import export_model
 
     model, config, paths = exported_small_model()
@@ -49,6 +49,7 @@ def exported(tmp_path_factory):
     runner = None
     if HAS_OPENVINO:
         paths.update(export_model(model, config, custom_keypoints(), output_dir, ("openvino",)))
+    if HAS_OPENVINO and os.path.isdir(os.path.join(SHARED_DATA, "coco_sample")):
         _, image_path, boxes = coco_sample_people()[RUNNER_IMAGE]
         out_json = os.path.join(output_dir, "runner.json")
         runner = (BackgroundRun(_runner_command(paths["openvino"], image_path, boxes, out_json)),
@@ -78,6 +79,10 @@ def test_openvino_fp32_heatmaps_equal_keras_on_coco_sample_crops(exported, coco_
     assert [p.get_any_name() for p in ir.inputs] == ["image"]
     assert [p.get_any_name() for p in ir.outputs] == ["heatmaps"]
     assert str(ir.inputs[0].get_partial_shape()) == f"[?,{INPUT_SIZE[0]},{INPUT_SIZE[1]},3]"
+    # The sub-pixel form (plain convolutions and a depth-to-space) in place of the transposed
+    # convolutions.
+    types = {op.get_type_name() for op in ir.get_ops()}
+    assert "ConvolutionBackpropData" not in types and "DepthToSpace" in types
     # Float32 weights: no f16 constants (ov.save_model's default would compress them).
     assert not any(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f16
                    for op in ir.get_ops())

@@ -27,10 +27,11 @@ from mrpose_tf.benchmarks.peers import PEERS, peer_runners
 from mrpose_tf.benchmarks.timing import median, run_times, timed
 
 OURS = ("keras", "saved_model", "saved_model_bf16", "tflite_fp32", "tflite_fp16", "tflite_int8",
-        "openvino", "openvino_subpixel")
+        "openvino", "openvino_native")
 RUNTIMES = OURS + PEERS
-# openvino_subpixel: our IR in the sub-pixel form, to compare with the exported (native) one.
-OPTIONAL = ("openvino_subpixel",)
+# openvino_native: our IR with the transposed convs as they are, to compare with the exported
+# (sub-pixel) one.
+OPTIONAL = ("openvino_native",)
 INT8 = ("tflite_int8", "onnx_ort_int8", "onnx_ov_int8")
 
 
@@ -56,7 +57,7 @@ def _runners(arch, args, workdir):
 
     from mrpose_tf.benchmarks.peers import installed
     from mrpose_tf.config import base_config
-    from mrpose_tf.export import export_saved_model, inference_model
+    from mrpose_tf.export import export_saved_model
     from mrpose_tf.export.exporter import bfloat16_model
     from mrpose_tf.export.openvino import compile_openvino, convert_openvino, run_openvino
     from mrpose_tf.export.tflite import (convert_all, convert_pose_model, delegation,
@@ -80,9 +81,9 @@ def _runners(arch, args, workdir):
                     "heatmaps_preprocessed"]
             runners[name] = (lambda s=serving: s(image=tf.constant(one)),
                              lambda s=serving: s(image=tf.constant(sixteen)))
-    for name, form in (("openvino", model), ("openvino_subpixel", inference_model(model))):
+    for name, subpixel in (("openvino", True), ("openvino_native", False)):
         if name in args.runtimes and installed(["openvino"]):
-            compiled = compile_openvino(convert_openvino(form), args.threads)
+            compiled = compile_openvino(convert_openvino(model, subpixel), args.threads)
             runners[name] = (lambda c=compiled: run_openvino(c, one),
                              lambda c=compiled: run_openvino(c, sixteen))
             runners[name][0].precision = compiled.get_property(
@@ -198,7 +199,7 @@ def define_flags(fv):
     flags.DEFINE_string("json", "", "write the results here", flag_values=fv)
     define_list(fv, __name__, "archs", ARCHS, "architectures", choices=ARCHS)
     define_list(fv, __name__, "runtimes", [], f"some of {', '.join(RUNTIMES)}; default: all "
-                "but openvino_subpixel, and saved_model_bf16 only on CPUs with native bfloat16",
+                "but openvino_native, and saved_model_bf16 only on CPUs with native bfloat16",
                 choices=RUNTIMES)
     flags.DEFINE_integer("threads", 2, "threads of every runtime", flag_values=fv)
     flags.DEFINE_integer("runs", 20, "timed batch-1 runs; the median is kept", flag_values=fv)

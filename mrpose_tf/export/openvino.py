@@ -7,10 +7,11 @@ output ``heatmaps`` (N, H/4, W/4, K) float32. Weights are stored as float32
 (``compress_to_fp16=False``): the precision at run time is the device's choice
 (``INFERENCE_PRECISION_HINT``: bfloat16 on CPUs with AVX512-BF16 or AMX, float32 elsewhere).
 
-The transposed convolutions stay as they are (OpenVINO's CPU plugin runs them with its own
-deconvolution kernels): on this project's CPU the exact sub-pixel rewrite
-(:mod:`mrpose_tf.export.subpixel`) was not consistently faster in OpenVINO
-(docs/benchmarks.md; runtime ``openvino_subpixel`` of the inference benchmark).
+The transposed convolutions are exported in the exact sub-pixel form
+(:func:`mrpose_tf.export.subpixel.inference_model`: four 2x2 convolutions and a
+depth-to-space each, BatchNorm and ReLU folded in): in the quieter benchmark runs on this
+project's CPU it was 8-14% faster in OpenVINO than the transposed convolutions as they are
+(docs/benchmarks.md; runtime ``openvino_native`` of the inference benchmark).
 
 Needs the ``openvino`` package (``pip install mrpose_tf[openvino]``), imported on first use.
 """
@@ -36,11 +37,13 @@ def require_openvino():
     return openvino
 
 
-def convert_openvino(model):
+def convert_openvino(model, subpixel=True):
     """An ``openvino.Model`` of ``model``'s crops -> heatmaps function, batch dynamic.
 
     Args:
       model: a keras pose model, (N, H, W, 3) float32 preprocessed crops -> (N, h, w, K).
+      subpixel: convert the sub-pixel form of the transposed convolutions (the same function,
+        to ~1e-6); False: the transposed convolutions as they are.
 
     Returns:
       ``openvino.Model`` with input ``image`` (?, H, W, 3) f32 and output ``heatmaps``.
@@ -51,7 +54,10 @@ def convert_openvino(model):
     import keras
     import tensorflow as tf
 
+    from mrpose_tf.export.subpixel import inference_model
+
     ov = require_openvino()
+    model = inference_model(model) if subpixel else model
     _, height, width, channels = model.input.shape
     spec = tf.TensorSpec((None, height, width, channels), tf.float32, name="image")
     with tempfile.TemporaryDirectory() as tmp:
