@@ -1,7 +1,8 @@
 """The command-line programs (console scripts ``mrpose-*``; ``python scripts/NAME.py``).
 
-Each module defines its absl flags at import, ``main(argv)`` and ``run()``. Heavy imports
-(TensorFlow) happen inside ``main``, so ``--help`` answers at once.
+Each module defines its absl flags at import (on absl's global FLAGS, so a process imports
+one of them; the library functions they call are the reusable part), ``main(argv)`` and
+``run()``. Heavy imports (TensorFlow) happen inside ``main``, so ``--help`` answers at once.
 """
 import sys
 
