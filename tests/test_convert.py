@@ -22,8 +22,6 @@ from mrpose_tf.geometry import box_to_center_scale, get_affine_transform  # noqa
 from tests.conftest import REPO_ROOT, shared_data_path  # noqa: E402
 from tests.torch_reference import crops_tensor, seeded_pose_net  # noqa: E402
 
-pytestmark = pytest.mark.xdist_group("convert")
-
 INPUT = (128, 96)  # small crops: the same path as 256x192, a quarter of the work
 LAYOUTS = ("plain", "module", "training", "legacy", "mmpose_0x", "mmpose_1x")
 
