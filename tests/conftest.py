@@ -3,6 +3,8 @@ import os
 
 import pytest
 
+from tests import stand_in
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,19 +38,9 @@ def mpii_sample_dir():
     return shared_data_path("mpii_sample")
 
 
-def _stand_in_backbone(name, inputs, weights=None, style="keras"):
-    """(None, {'C5': (N, H/32, W/32, 32)}): what the SimpleBaseline head reads of a ResNet."""
-    import keras
-
-    x = keras.layers.Conv2D(32, 3, strides=2, padding="same", name="stand_in_conv")(inputs)
-    x = keras.layers.BatchNormalization(name="stand_in_bn")(x)
-    x = keras.layers.ReLU(name="stand_in_relu")(x)
-    return None, {"C5": keras.layers.AveragePooling2D(16, name="stand_in_pool")(x)}
-
-
 @pytest.fixture
 def small_network(monkeypatch):
     """SimpleBaseline's head over a two-layer stand-in for the ResNet (build_model's backbone),
     for tests of the plumbing around a network; MRPOSE_TEST_RESNET=1 keeps the ResNet-50."""
-    if os.environ.get("MRPOSE_TEST_RESNET") != "1":
-        monkeypatch.setattr("mrpose_tf.models.build_backbone", _stand_in_backbone)
+    if stand_in.wanted():
+        monkeypatch.setattr("mrpose_tf.models.build_backbone", stand_in.stand_in_backbone)

@@ -3,6 +3,9 @@
   python tests/training_worker.py compare OUT.npz        one step on one device and on
                                                          2 mirrored logical CPUs
   python tests/training_worker.py multi_worker OUT.npz   (TF_CONFIG set) 2 steps, weights out
+
+Both train SimpleBaseline's head over tests/stand_in.py's backbone (distribution does not
+depend on the backbone's depth); MRPOSE_TEST_RESNET=1 runs them on the ResNet-50.
 """
 import os
 import sys
@@ -16,6 +19,7 @@ import mrpose_tf.training.trainer as trainer_module  # noqa: E402
 from mrpose_tf.config import base_config  # noqa: E402
 from mrpose_tf.training import Trainer, make_strategy  # noqa: E402
 from mrpose_tf.training.inputs import random_examples, tensor_dataset_fn  # noqa: E402
+from tests import stand_in  # noqa: E402
 
 INPUT, HEATMAP, GLOBAL_BATCH = (64, 64), (16, 16), 4
 
@@ -37,9 +41,9 @@ def _float64_joints_mse(heatmaps_true, heatmaps_pred, target_weight=None, foregr
 
 
 def one_step_weights(strategy, workdir):
-    """One step in float64: at ResNet-50's initialisation the BatchNorm backward passes
-    amplify float32 round-off (a different summation order alone moves some gradients by
-    ~10%), which would hide a real difference; float64 exposes one down to ~1e-12."""
+    """One step in float64: at a fresh initialisation the BatchNorm backward passes amplify
+    float32 round-off (in ResNet-50 a different summation order alone moves some gradients
+    by ~10%), which would hide a real difference; float64 exposes one down to ~1e-12."""
     trainer_module.joints_mse = _float64_joints_mse
     trainer = Trainer(tiny_config(), workdir, strategy, steps_per_epoch=1, precision="float64",
                       log=lambda line: None)
@@ -66,6 +70,7 @@ def one_step_weights(strategy, workdir):
 
 
 def compare(out):
+    stand_in.install()
     mirrored = make_strategy("mirrored", cpu_devices=2)
     assert mirrored.num_replicas_in_sync == 2, mirrored.extended.worker_devices
     one = make_strategy("one_device")
@@ -77,6 +82,7 @@ def compare(out):
 
 
 def multi_worker(out):
+    stand_in.install()
     strategy = make_strategy("multi_worker")
     config = tiny_config(max_steps=2)
     trainer = Trainer(config, os.environ["WORKDIR"], strategy, steps_per_epoch=2,
