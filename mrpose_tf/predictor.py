@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import weakref
 
 import numpy as np
 
@@ -18,14 +19,34 @@ from mrpose_tf.keypoints import load_keypoint_set
 from mrpose_tf.preprocessing import DEFAULT_CONVENTION, preprocess
 
 
+# model -> its inference tf.function (TensorFlow backend), built on first use.
+_INFERENCE_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def _inference_function(model):
+    """``model(x, training=False)`` as a callable on numpy crops, one graph for every batch
+    size: Keras' ``predict_on_batch`` traces, and TensorFlow optimises, a new graph for each
+    new batch size (seconds apiece on a ResNet), where the people per image vary. Other
+    backends keep ``predict_on_batch``."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return model.predict_on_batch
+    if model not in _INFERENCE_FUNCTIONS:
+        import tensorflow as tf
+
+        spec = tf.TensorSpec((None,) + tuple(model.input.shape[1:]), tf.float32)
+        _INFERENCE_FUNCTIONS[model] = tf.function(lambda x: model(x, training=False),
+                                                  input_signature=[spec], autograph=False)
+    graph = _INFERENCE_FUNCTIONS[model]
+    return lambda x: graph(np.asarray(x, np.float32))
+
+
 def _run_model(model, images):
     """(N, H, W, 3) float32 -> (N, h, w, K) float32 numpy, for a keras model or a callable."""
     import keras
 
-    if isinstance(model, keras.Model):
-        out = model.predict_on_batch(images)
-    else:
-        out = model(images)
+    out = (_inference_function(model) if isinstance(model, keras.Model) else model)(images)
     if isinstance(out, dict):
         out = out["heatmaps"] if "heatmaps" in out else next(iter(out.values()))
     if not isinstance(out, np.ndarray):
@@ -36,8 +57,8 @@ def _run_model(model, images):
 def predict_heatmaps(model, images, flip_pairs, flip_test=True, shift_heatmap=True):
     """Heatmaps of a batch of crops, with the flip test of the paper's evaluation.
 
-    With ``flip_test`` the mirrored crops are run too and their heatmaps fused with
-    :func:`mrpose_tf.codec.fuse_flip_test`.
+    With ``flip_test`` the mirrored crops run in the same call (one batch of 2N) and their
+    heatmaps are fused with :func:`mrpose_tf.codec.fuse_flip_test`.
 
     Args:
       model: a ``keras.Model`` or any callable mapping (N, H, W, 3) float32 to (N, h, w, K)
@@ -51,11 +72,11 @@ def predict_heatmaps(model, images, flip_pairs, flip_test=True, shift_heatmap=Tr
       (N, h, w, K) float32 numpy heatmaps.
     """
     images = np.asarray(images, dtype=np.float32)
-    heatmaps = _run_model(model, images)
+    count = len(images)
     if not flip_test:
-        return heatmaps
-    mirrored = _run_model(model, np.ascontiguousarray(images[:, :, ::-1, :]))
-    return fuse_flip_test(heatmaps, mirrored, flip_pairs, shift_heatmap)
+        return _run_model(model, images)
+    both = _run_model(model, np.concatenate([images, images[:, :, ::-1, :]]))
+    return fuse_flip_test(both[:count], both[count:], flip_pairs, shift_heatmap)
 
 
 def checked_image(image):

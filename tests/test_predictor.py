@@ -31,3 +31,30 @@ def test_predictor_crops_boxes_and_decodes_to_image_pixels():
         predictor(image, [[10, 10, 0, 20]])
     with pytest.raises(ValueError, match="image must be"):
         predictor(image[..., 0], [[10, 10, 5, 20]])
+
+
+def test_flip_test_runs_one_batch_and_equals_two_separate_runs():
+    """The original and mirrored crops go through a keras model as one batch, one graph for
+    every batch size; the result equals running them apart and fusing by hand (the flip
+    pairs swapped, the mirrored heatmaps flipped back and shifted one cell right, then
+    averaged)."""
+    import keras
+
+    from mrpose_tf import predictor
+    from mrpose_tf.predictor import predict_heatmaps
+
+    inputs = keras.Input((16, 12, 3))
+    x = keras.layers.Conv2D(3, 5, strides=4, padding="same", activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.BatchNormalization()(x))
+    crops = np.random.default_rng(0).normal(size=(3, 16, 12, 3)).astype(np.float32)
+    got = predict_heatmaps(model, crops, [(0, 2)], flip_test=True)
+
+    plain = np.asarray(model(crops, training=False))
+    mirrored = np.asarray(model(crops[:, :, ::-1], training=False))
+    back = mirrored[:, :, ::-1][..., [2, 1, 0]]
+    back[:, :, 1:] = back[:, :, :-1].copy()
+    np.testing.assert_allclose(got, (plain + back) / 2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predict_heatmaps(model, crops[:1], [(0, 2)], flip_test=False),
+                               plain[:1], rtol=1e-5, atol=1e-6)
+    if keras.backend.backend() == "tensorflow":
+        assert predictor._INFERENCE_FUNCTIONS[model].experimental_get_tracing_count() == 1
