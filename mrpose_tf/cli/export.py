@@ -8,6 +8,7 @@ Examples:
   python scripts/export.py --config=configs/coco/simple_baseline_resnet50_256x192.py \\
       --checkpoint=runs/sb/best/ckpt-1000 --output_dir=exported --formats=tflite_int8
   python scripts/export.py ... --compare_int8   # mean OKS int8 vs fp32 and AP of each
+  python scripts/export.py ... --formats=saved_model,saved_model_bf16 --compare_bf16
 
 Without --checkpoint the model has random weights (for trying the pipeline and timing it).
 int8 is calibrated on crops of --representative_data (a .npy of preprocessed crops) or, by
@@ -41,6 +42,9 @@ flags.DEFINE_boolean("winograd", True, "Float TFLite models: Winograd form of th
                      "--nowinograd: the direct sub-pixel form, smaller files.")
 flags.DEFINE_boolean("compare_int8", False, "After exporting, report the mean OKS between the "
                      "int8 and fp32 keypoints and the AP of each on the validation set.")
+flags.DEFINE_boolean("compare_bf16", False, "After exporting, report the mean OKS between the "
+                     "bfloat16 and float32 SavedModels' keypoints and the AP of each on the "
+                     "validation set.")
 FLAGS = flags.FLAGS
 
 
@@ -65,7 +69,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     import numpy as np
 
-    from mrpose_tf.export import compare_int8_fp32, export_model
+    from mrpose_tf.export import compare_bf16_fp32, compare_int8_fp32, export_model
 
     from mrpose_tf.config import resolve_unset_fields
 
@@ -80,6 +84,13 @@ def main(argv):
         if not {"tflite_fp32", "tflite_int8"} <= set(paths):
             raise app.UsageError("--compare_int8 needs tflite_fp32 and tflite_int8 in --formats")
         report = compare_int8_fp32(paths["tflite_fp32"], paths["tflite_int8"], config,
+                                   keypoints)
+        print(json.dumps(report, indent=1))
+    if FLAGS.compare_bf16:
+        if not {"saved_model", "saved_model_bf16"} <= set(paths):
+            raise app.UsageError("--compare_bf16 needs saved_model and saved_model_bf16 in "
+                                 "--formats")
+        report = compare_bf16_fp32(paths["saved_model"], paths["saved_model_bf16"], config,
                                    keypoints)
         print(json.dumps(report, indent=1))
 

@@ -89,22 +89,51 @@ def calibration_crops(config, num_samples=None):
             f"figures (--config.export.calibration=synthetic)") from None
 
 
-def _tflite_keypoints(path, config, keypoints, batches):
-    """(N, K, 3) keypoints (x, y, score) of the crops in ``batches`` by a .tflite model, in
-    the order of the records the batches were built from."""
-    from mrpose_tf.export import tflite
-
-    interpreter = tflite.litert_interpreter(path)
+def _model_keypoints(run, config, keypoints, batches):
+    """(N, K, 3) keypoints (x, y, score) of the crops in ``batches`` by ``run`` (preprocessed
+    crops -> heatmaps), in the order of the records the batches were built from."""
     out, positions = [], []
     for batch in batches:
         positions.append(batch["record_position"].numpy())
-        heatmaps = predict_heatmaps(lambda x: tflite.run_tflite(interpreter, x),
-                                    batch["image"].numpy(), keypoints.flip_pairs,
+        heatmaps = predict_heatmaps(run, batch["image"].numpy(), keypoints.flip_pairs,
                                     bool(config.test.flip_test), bool(config.test.shift_heatmap))
         coords, scores = decode_heatmaps(heatmaps, batch["center"].numpy(),
                                          batch["scale"].numpy())
         out.append(np.concatenate([coords, scores[..., None]], axis=-1))
     return np.concatenate(out)[np.argsort(np.concatenate(positions), kind="stable")]
+
+
+def _compare(runs, config, keypoints, max_people):
+    """Mean OKS of the second model's keypoints against the first's and the AP of each, on
+    the config's validation people. ``runs``: {name: crops -> heatmaps}, two of them."""
+    from mrpose_tf.data.pipeline import read_split
+    from mrpose_tf.evaluation import evaluate_coco
+    from mrpose_tf.evaluation.coco import oks_iou
+
+    records, _ = read_split(config, "val")
+    records = records[:max_people] if max_people else records
+    if not records:
+        raise ValueError(f"no people in the validation split of {config.dataset.root}")
+    batches = list(_evaluation_crops(config, records, keypoints))
+    (reference_name, reference), (candidate_name, candidate) = [
+        (name, _model_keypoints(run, config, keypoints, batches)) for name, run in runs.items()]
+    if len(reference) != len(records):
+        raise ValueError(f"{len(records) - len(reference)} of {len(records)} validation people "
+                         f"could not be read (see the log for their image files)")
+    areas = [float(person_area(r.scale)) for r in records]
+    oks = [float(oks_iou(a, b[None], area, [area], keypoints.sigmas)[0])
+           for a, b, area in zip(reference, candidate, areas)]
+    result = {"mean_oks": float(np.mean(oks)), "people": len(records),
+              f"ap_{reference_name}": None, f"ap_{candidate_name}": None}
+    if config.dataset.name != "mpii":
+        annotations = os.path.join(config.dataset.root, config.dataset.val_annotations)
+        for name, predicted in ((reference_name, reference), (candidate_name, candidate)):
+            people = [{"image_id": r.image_id, "category_id": r.category_id, "keypoints": k,
+                       "box_score": r.box_score, "area": area}
+                      for r, k, area in zip(records, predicted, areas)]
+            result[f"ap_{name}"] = float(evaluate_coco(people, annotations,
+                                                      sigmas=keypoints.sigmas)["AP"])
+    return result
 
 
 def compare_int8_fp32(fp32_path, int8_path, config, keypoints, max_people=None):
@@ -125,31 +154,24 @@ def compare_int8_fp32(fp32_path, int8_path, config, keypoints, max_people=None):
     Returns:
       {'mean_oks': float, 'people': int, 'ap_fp32': float|None, 'ap_int8': float|None}.
     """
-    from mrpose_tf.data.pipeline import read_split
-    from mrpose_tf.evaluation import evaluate_coco
-    from mrpose_tf.evaluation.coco import oks_iou
+    from mrpose_tf.export import tflite
 
-    records, _ = read_split(config, "val")
-    records = records[:max_people] if max_people else records
-    if not records:
-        raise ValueError(f"no people in the validation split of {config.dataset.root}")
-    batches = list(_evaluation_crops(config, records, keypoints))
-    fp32 = _tflite_keypoints(fp32_path, config, keypoints, batches)
-    int8 = _tflite_keypoints(int8_path, config, keypoints, batches)
-    if len(fp32) != len(records):
-        raise ValueError(f"{len(records) - len(fp32)} of {len(records)} validation people "
-                         f"could not be read (see the log for their image files)")
-    areas = [float(person_area(r.scale)) for r in records]
-    oks = [float(oks_iou(a, b[None], area, [area], keypoints.sigmas)[0])
-           for a, b, area in zip(fp32, int8, areas)]
-    result = {"mean_oks": float(np.mean(oks)), "people": len(records),
-              "ap_fp32": None, "ap_int8": None}
-    if config.dataset.name != "mpii":
-        annotations = os.path.join(config.dataset.root, config.dataset.val_annotations)
-        for name, predicted in (("ap_fp32", fp32), ("ap_int8", int8)):
-            people = [{"image_id": r.image_id, "category_id": r.category_id, "keypoints": k,
-                       "box_score": r.box_score, "area": area}
-                      for r, k, area in zip(records, predicted, areas)]
-            result[name] = float(evaluate_coco(people, annotations,
-                                               sigmas=keypoints.sigmas)["AP"])
-    return result
+    runs = {}
+    for name, path in (("fp32", fp32_path), ("int8", int8_path)):
+        interpreter = tflite.litert_interpreter(path)
+        runs[name] = lambda x, interpreter=interpreter: tflite.run_tflite(interpreter, x)
+    return _compare(runs, config, keypoints, max_people)
+
+
+def compare_bf16_fp32(fp32_path, bf16_path, config, keypoints, max_people=None):
+    """:func:`compare_int8_fp32` for the float32 and the bfloat16 SavedModels (their
+    ``heatmaps_preprocessed`` signatures): how far bfloat16 moves the keypoints.
+
+    Returns:
+      {'mean_oks': float, 'people': int, 'ap_fp32': float|None, 'ap_bf16': float|None}.
+    """
+    from mrpose_tf.predictor import load_saved_model_heatmaps
+
+    runs = {name: load_saved_model_heatmaps(path)[0]
+            for name, path in (("fp32", fp32_path), ("bf16", bf16_path))}
+    return _compare(runs, config, keypoints, max_people)
