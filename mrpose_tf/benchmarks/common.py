@@ -69,32 +69,60 @@ def gemm_rate(dtype, size=2048, runs=5):
     return size ** 3 / best
 
 
-def xnnpack_rate(quantization, threads, runs=20):
-    """Best multiply-accumulates/s of XNNPACK here on plain convolutions (the ceiling).
-
-    Two TFLite models, each a stack of convolutions at ResNet-like sizes (1x1 1024->1024 and
-    3x3 256->256 at 32x24); the faster one's median rate is the ceiling for a whole model.
-    """
+def _convolution_stacks():
+    """(keras model, (4, 32, 24, C) float32 crops, MACs of one crop) of two stacks of four
+    convolutions at ResNet-like sizes: 1x1 1024->1024 and 3x3 256->256 at 32x24."""
     import keras
     import numpy as np
 
-    from mrpose_tf.benchmarks.timing import timed
-    from mrpose_tf.export.tflite import convert_all, litert_interpreter, run_tflite
-
-    best = 0.0
     for kernel, channels in ((1, 1024), (3, 256)):
         inputs = keras.Input((32, 24, channels))
         x = inputs
         for _ in range(4):
             x = keras.layers.Conv2D(channels, kernel, padding="same")(x)
-        model = keras.Model(inputs, x)
         crops = np.random.default_rng(0).normal(0, 1, (4, 32, 24, channels)).astype(np.float32)
+        yield keras.Model(inputs, x), crops, 4 * 32 * 24 * kernel * kernel * channels * channels
+        keras.utils.clear_session()
+
+
+def xnnpack_rate(quantization, threads, runs=20):
+    """Best multiply-accumulates/s of XNNPACK here on plain convolutions (the ceiling).
+
+    The faster of :func:`_convolution_stacks` as TFLite models in ``quantization`` ('fp32',
+    'int8', ...): its median rate is the ceiling for a whole model.
+    """
+    from mrpose_tf.benchmarks.timing import timed
+    from mrpose_tf.export.tflite import convert_all, litert_interpreter, run_tflite
+
+    best = 0.0
+    for model, crops, macs in _convolution_stacks():
         flatbuffer = convert_all(model, [quantization], crops)[quantization]
         interpreter = litert_interpreter(flatbuffer, num_threads=threads)
-        macs = 4 * 32 * 24 * kernel * kernel * channels * channels
         best = max(best, macs / (timed(lambda: run_tflite(interpreter, crops[:1]), runs, 3)
                                  / 1e3))
-        keras.utils.clear_session()
+    return best
+
+
+def openvino_int8_rate(threads, runs=20):
+    """The same ceiling as :func:`xnnpack_rate` for OpenVINO int8 (``nncf.quantize`` of the
+    same convolution stacks, calibrated on their 4 crops), in multiply-accumulates/s.
+
+    Their ratio bounds what any int8 TFLite model can reach against OpenVINO int8 on this CPU
+    (both run the same convolutions; only the kernels differ).
+    """
+    import nncf
+
+    from mrpose_tf.benchmarks.timing import timed
+    from mrpose_tf.export.openvino import compile_openvino, convert_openvino, run_openvino
+
+    best = 0.0
+    for model, crops, macs in _convolution_stacks():
+        quantized = nncf.quantize(convert_openvino(model, subpixel=False),
+                                  nncf.Dataset([crop[None] for crop in crops]),
+                                  subset_size=len(crops))
+        compiled = compile_openvino(quantized, threads)
+        best = max(best, macs / (timed(lambda: run_openvino(compiled, crops[:1]), runs, 3)
+                                 / 1e3))
     return best
 
 

@@ -11,9 +11,10 @@ float peer, our TFLite int8 at most 0.8x the fastest int8 peer.
 
 ``--json=OUT`` writes {'latency_ms': {arch: {runtime: ms}}, 'latency_range_ms': {arch:
 {runtime: [min, max]}}, 'throughput_b16': {arch: {runtime: img/s}}, 'xnnpack_partitions',
-'floor_ms', 'xnnpack_macs_per_s', 'gemm_macs_per_s', 'openvino_precision': {arch: {runtime:
-'f32'|'bf16'|...}}, 'targets': {arch: {'float_ratio', 'int8_ratio', ...}}, 'versions',
-'threads', 'runs'}.
+'floor_ms', 'xnnpack_macs_per_s', 'openvino_int8_macs_per_s' (the same convolutions in
+OpenVINO int8; None without the int8 peer), 'gemm_macs_per_s', 'openvino_precision': {arch:
+{runtime: 'f32'|'bf16'|...}}, 'targets': {arch: {'float_ratio', 'int8_ratio', ...}},
+'versions', 'threads', 'runs'}.
 """
 import json
 import os
@@ -22,8 +23,9 @@ import tempfile
 from absl import flags
 
 from mrpose_tf.benchmarks.common import (ARCHS, INPUT_SIZE, calibrate_batch_norm, define_list,
-                                         gemm_rate, model_macs, xnnpack_rate)
-from mrpose_tf.benchmarks.peers import PEERS, peer_runners
+                                         gemm_rate, model_macs, openvino_int8_rate,
+                                         xnnpack_rate)
+from mrpose_tf.benchmarks.peers import PEERS, installed, peer_runners
 from mrpose_tf.benchmarks.timing import median, run_times, timed
 
 OURS = ("keras", "saved_model", "saved_model_bf16", "tflite_fp32", "tflite_fp16", "tflite_int8",
@@ -55,7 +57,6 @@ def _runners(arch, args, workdir):
     import numpy as np
     import tensorflow as tf
 
-    from mrpose_tf.benchmarks.peers import installed
     from mrpose_tf.config import base_config
     from mrpose_tf.export import export_saved_model
     from mrpose_tf.export.exporter import bfloat16_model
@@ -139,8 +140,12 @@ def run(args):
     gemm = gemm_rate(tf.float32)
     ceilings = {q: xnnpack_rate(q, args.threads) for q in ("fp32", "int8")
                 if f"tflite_{q}" in args.runtimes}
+    # The int8 peer's ceiling on the same convolutions: what bounds the int8 ratio here.
+    openvino_int8 = openvino_int8_rate(args.threads) if (
+        "onnx_ov_int8" in args.runtimes and installed(("openvino", "nncf"))) else None
     print(f"GEMM ceiling (2048^3 tf.matmul, float32): {gemm / 1e9:.0f} GMAC/s" + "".join(
-        f", XNNPACK {q} {rate / 1e9:.0f} GMAC/s" for q, rate in ceilings.items()))
+        f", XNNPACK {q} {rate / 1e9:.0f} GMAC/s" for q, rate in ceilings.items()) + (
+        f", OpenVINO int8 {openvino_int8 / 1e9:.0f} GMAC/s" if openvino_int8 else ""))
     with tempfile.TemporaryDirectory() as workdir:
         for arch in args.archs:
             # The float models run the Winograd form (fewer MACs), int8 the direct one.
@@ -185,6 +190,7 @@ def run(args):
             json.dump({"latency_ms": latency, "latency_range_ms": spread,
                        "throughput_b16": throughput, "xnnpack_partitions": partitions,
                        "floor_ms": floors, "xnnpack_macs_per_s": ceilings,
+                       "openvino_int8_macs_per_s": openvino_int8,
                        "gemm_macs_per_s": gemm, "openvino_precision": precision,
                        "targets": targets, "versions": versions,
                        "threads": args.threads, "runs": args.runs}, f, indent=2)
