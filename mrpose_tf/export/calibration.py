@@ -1,4 +1,4 @@
-"""int8 models: calibration crops, and how far int8 moves the keypoints from fp32.
+"""int8 models: calibration crops, and how far int8 (or bfloat16) moves the keypoints from fp32.
 
 Calibration sets the int8 model's value ranges, so its crops should look like what the
 model will see: people of the config's validation split. Rendering synthetic figures
