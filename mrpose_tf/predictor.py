@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import weakref
 
 import numpy as np
 
@@ -19,34 +18,11 @@ from mrpose_tf.keypoints import load_keypoint_set
 from mrpose_tf.preprocessing import DEFAULT_CONVENTION, preprocess
 
 
-# model -> its inference tf.function (TensorFlow backend), built on first use.
-_INFERENCE_FUNCTIONS = weakref.WeakKeyDictionary()
-
-
-def _inference_function(model):
-    """``model(x, training=False)`` as a callable on numpy crops, one graph for every batch
-    size: Keras' ``predict_on_batch`` traces, and TensorFlow optimises, a new graph for each
-    new batch size (seconds apiece on a ResNet), where the people per image vary. Other
-    backends keep ``predict_on_batch``."""
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        return model.predict_on_batch
-    if model not in _INFERENCE_FUNCTIONS:
-        import tensorflow as tf
-
-        spec = tf.TensorSpec((None,) + tuple(model.input.shape[1:]), tf.float32)
-        _INFERENCE_FUNCTIONS[model] = tf.function(lambda x: model(x, training=False),
-                                                  input_signature=[spec], autograph=False)
-    graph = _INFERENCE_FUNCTIONS[model]
-    return lambda x: graph(np.asarray(x, np.float32))
-
-
 def _run_model(model, images):
     """(N, H, W, 3) float32 -> (N, h, w, K) float32 numpy, for a keras model or a callable."""
     import keras
 
-    out = (_inference_function(model) if isinstance(model, keras.Model) else model)(images)
+    out = model.predict_on_batch(images) if isinstance(model, keras.Model) else model(images)
     if isinstance(out, dict):
         out = out["heatmaps"] if "heatmaps" in out else next(iter(out.values()))
     if not isinstance(out, np.ndarray):
@@ -57,8 +33,9 @@ def _run_model(model, images):
 def predict_heatmaps(model, images, flip_pairs, flip_test=True, shift_heatmap=True):
     """Heatmaps of a batch of crops, with the flip test of the paper's evaluation.
 
-    With ``flip_test`` the mirrored crops run in the same call (one batch of 2N) and their
-    heatmaps are fused with :func:`mrpose_tf.codec.fuse_flip_test`.
+    With ``flip_test`` the mirrored crops run in the same call (one batch of 2N: half the
+    calls, twice the batch's peak memory) and their heatmaps are fused with
+    :func:`mrpose_tf.codec.fuse_flip_test`.
 
     Args:
       model: a ``keras.Model`` or any callable mapping (N, H, W, 3) float32 to (N, h, w, K)

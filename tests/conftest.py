@@ -42,5 +42,5 @@ def mpii_sample_dir():
 def small_network(monkeypatch):
     """SimpleBaseline's head over a two-layer stand-in for the ResNet (build_model's backbone),
     for tests of the plumbing around a network; MRPOSE_TEST_RESNET=1 keeps the ResNet-50."""
-    if stand_in.wanted():
+    if stand_in.use_stand_in():
         monkeypatch.setattr("mrpose_tf.models.build_backbone", stand_in.stand_in_backbone)

@@ -17,14 +17,14 @@ def stand_in_backbone(name, inputs, weights=None, style="keras"):
     return None, {"C5": keras.layers.AveragePooling2D(16, name="stand_in_pool")(x)}
 
 
-def wanted():
+def use_stand_in():
     """False when MRPOSE_TEST_RESNET=1 asks for the real ResNet-50."""
     return os.environ.get("MRPOSE_TEST_RESNET") != "1"
 
 
 def install():
     """Make build_model use the stand-in in this process (for subprocess workers)."""
-    if wanted():
+    if use_stand_in():
         import mrpose_tf.models
 
         mrpose_tf.models.build_backbone = stand_in_backbone

@@ -108,10 +108,11 @@ def test_one_step_mirrored_on_two_cpus_equals_one_device(tmp_path):
 
     With synchronized BatchNorm (the trainer's choice under several replicas) the two
     replicas normalise with the statistics of the whole global batch, as one device does.
-    Run in float64 (see tests/training_worker.py): in float32 the BN backward passes of the
-    freshly initialised ResNet amplify round-off to percent-level gradient differences
-    even between two one-device runs. Adam's first update is lr * sign(gradient), so the
-    weights are compared exactly where the gradient is not ~0 and within 2 lr elsewhere.
+    Run in float64 (see tests/training_worker.py): in float32 the BN backward passes of a
+    freshly initialised network amplify round-off into gradient differences (percent-level
+    in ResNet-50) even between two one-device runs. Adam's first update is
+    lr * sign(gradient), so the weights are compared exactly where the gradient is not ~0
+    and within 2 lr elsewhere.
     """
     out = str(tmp_path / "compare.npz")
     subprocess.run([sys.executable, WORKER, "compare", out], env=_env(), check=True,
@@ -184,7 +185,8 @@ def _weights(model):
     return [np.array(v.numpy()) for v in model.weights]
 
 
-def test_resume_continues_at_saved_step_with_same_weights_then_nan_stops(tmp_path, one_device, small_network):
+def test_resume_continues_at_saved_step_with_same_weights_then_nan_stops(tmp_path, one_device,
+                                                                        small_network):
     """An interrupted run resumes mid-epoch at its checkpoint and ends where an
     uninterrupted run ends; then a NaN loss stops it without touching the checkpoints."""
     config = tiny_config(max_steps=3, checkpoint_every_steps=1, keep_checkpoints=5)

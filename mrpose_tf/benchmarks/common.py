@@ -70,8 +70,9 @@ def gemm_rate(dtype, size=2048, runs=5):
 
 
 def _convolution_stacks():
-    """(keras model, (4, 32, 24, C) float32 crops, MACs of one crop) of two stacks of four
-    convolutions at ResNet-like sizes: 1x1 1024->1024 and 3x3 256->256 at 32x24."""
+    """Yields (keras model, (4, 32, 24, C) float32 inputs, MACs of one input through the
+    model) for two stacks of four convolutions at ResNet-like sizes: 1x1 1024->1024 and
+    3x3 256->256 at 32x24."""
     import keras
     import numpy as np
 
@@ -81,8 +82,12 @@ def _convolution_stacks():
         for _ in range(4):
             x = keras.layers.Conv2D(channels, kernel, padding="same")(x)
         crops = np.random.default_rng(0).normal(0, 1, (4, 32, 24, channels)).astype(np.float32)
-        yield keras.Model(inputs, x), crops, 4 * 32 * 24 * kernel * kernel * channels * channels
-        keras.utils.clear_session()
+        layers = 4
+        try:
+            yield (keras.Model(inputs, x), crops,
+                   layers * 32 * 24 * kernel * kernel * channels * channels)
+        finally:
+            keras.utils.clear_session()
 
 
 def xnnpack_rate(quantization, threads, runs=20):

@@ -73,6 +73,10 @@ def main(argv):
 
     from mrpose_tf.config import resolve_unset_fields
 
+    for flag, needed in (("compare_int8", {"tflite_fp32", "tflite_int8"}),
+                         ("compare_bf16", {"saved_model", "saved_model_bf16"})):
+        if FLAGS[flag].value and not needed <= set(FLAGS.formats):
+            raise app.UsageError(f"--{flag} needs {' and '.join(sorted(needed))} in --formats")
     config = None if FLAGS.config is None else resolve_unset_fields(FLAGS.config)
     model, config, keypoints = load_model(config, FLAGS.checkpoint)
     crops = np.load(FLAGS.representative_data) if FLAGS.representative_data else None
@@ -81,15 +85,10 @@ def main(argv):
     for name, path in paths.items():
         print(f"{name:<12} {path}")
     if FLAGS.compare_int8:
-        if not {"tflite_fp32", "tflite_int8"} <= set(paths):
-            raise app.UsageError("--compare_int8 needs tflite_fp32 and tflite_int8 in --formats")
         report = compare_int8_fp32(paths["tflite_fp32"], paths["tflite_int8"], config,
                                    keypoints)
         print(json.dumps(report, indent=1))
     if FLAGS.compare_bf16:
-        if not {"saved_model", "saved_model_bf16"} <= set(paths):
-            raise app.UsageError("--compare_bf16 needs saved_model and saved_model_bf16 in "
-                                 "--formats")
         report = compare_bf16_fp32(paths["saved_model"], paths["saved_model_bf16"], config,
                                    keypoints)
         print(json.dumps(report, indent=1))

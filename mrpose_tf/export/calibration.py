@@ -103,9 +103,18 @@ def _model_keypoints(run, config, keypoints, batches):
     return np.concatenate(out)[np.argsort(np.concatenate(positions), kind="stable")]
 
 
-def _compare(runs, config, keypoints, max_people):
-    """Mean OKS of the second model's keypoints against the first's and the AP of each, on
-    the config's validation people. ``runs``: {name: crops -> heatmaps}, two of them."""
+def _compare(reference, candidate, config, keypoints, max_people):
+    """How far ``candidate`` moves the keypoints of ``reference`` on the config's validation
+    people (see :func:`compare_int8_fp32`).
+
+    Args:
+      reference, candidate: (name, fn): fn maps (N, H, W, 3) float32 preprocessed crops to
+        (N, h, w, K) heatmaps.
+
+    Returns:
+      {'mean_oks': float, 'people': int, 'ap_<reference name>': float|None,
+      'ap_<candidate name>': float|None} (AP None for MPII).
+    """
     from mrpose_tf.data.pipeline import read_split
     from mrpose_tf.evaluation import evaluate_coco
     from mrpose_tf.evaluation.coco import oks_iou
@@ -116,7 +125,8 @@ def _compare(runs, config, keypoints, max_people):
         raise ValueError(f"no people in the validation split of {config.dataset.root}")
     batches = list(_evaluation_crops(config, records, keypoints))
     (reference_name, reference), (candidate_name, candidate) = [
-        (name, _model_keypoints(run, config, keypoints, batches)) for name, run in runs.items()]
+        (name, _model_keypoints(run, config, keypoints, batches))
+        for name, run in (reference, candidate)]
     if len(reference) != len(records):
         raise ValueError(f"{len(records) - len(reference)} of {len(records)} validation people "
                          f"could not be read (see the log for their image files)")
@@ -156,11 +166,11 @@ def compare_int8_fp32(fp32_path, int8_path, config, keypoints, max_people=None):
     """
     from mrpose_tf.export import tflite
 
-    runs = {}
+    runs = []
     for name, path in (("fp32", fp32_path), ("int8", int8_path)):
         interpreter = tflite.litert_interpreter(path)
-        runs[name] = lambda x, interpreter=interpreter: tflite.run_tflite(interpreter, x)
-    return _compare(runs, config, keypoints, max_people)
+        runs.append((name, lambda x, interpreter=interpreter: tflite.run_tflite(interpreter, x)))
+    return _compare(*runs, config, keypoints, max_people)
 
 
 def compare_bf16_fp32(fp32_path, bf16_path, config, keypoints, max_people=None):
@@ -172,6 +182,6 @@ def compare_bf16_fp32(fp32_path, bf16_path, config, keypoints, max_people=None):
     """
     from mrpose_tf.predictor import load_saved_model_heatmaps
 
-    runs = {name: load_saved_model_heatmaps(path)[0]
-            for name, path in (("fp32", fp32_path), ("bf16", bf16_path))}
-    return _compare(runs, config, keypoints, max_people)
+    return _compare(("fp32", load_saved_model_heatmaps(fp32_path)[0]),
+                    ("bf16", load_saved_model_heatmaps(bf16_path)[0]), config, keypoints,
+                    max_people)
