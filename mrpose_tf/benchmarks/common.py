@@ -76,13 +76,13 @@ def _convolution_stacks():
     import keras
     import numpy as np
 
+    layers = 4
     for kernel, channels in ((1, 1024), (3, 256)):
         inputs = keras.Input((32, 24, channels))
         x = inputs
-        for _ in range(4):
+        for _ in range(layers):
             x = keras.layers.Conv2D(channels, kernel, padding="same")(x)
         crops = np.random.default_rng(0).normal(0, 1, (4, 32, 24, channels)).astype(np.float32)
-        layers = 4
         try:
             yield (keras.Model(inputs, x), crops,
                    layers * 32 * 24 * kernel * kernel * channels * channels)
