@@ -50,29 +50,18 @@ def _profile(coord, stride, size, sigma):
     return profile, hits_map
 
 
-def heatmap_targets(joints, visibility, input_size=(256, 192), heatmap_size=(64, 48), sigma=2.0):
-    """Gaussian target heatmaps and joint weights for joints given in input-crop pixels.
+def heatmap_target_profiles(joints, visibility, input_size=(256, 192), heatmap_size=(64, 48),
+                            sigma=2.0):
+    """The factors of :func:`heatmap_targets`: every target map is ``col (x) row``.
 
-    The SimpleBaseline target rule (SPEC section 2), per joint at crop pixel (x, y), with
-    stride = input / heatmap size per axis and ``r = 3 * sigma``:
-    ``mu = int(x / stride + 0.5)``, window ``int(mu - r) <= u < int(mu + r + 1)``,
-    ``g(u) = exp(-(u - ul - floor((2r + 1) / 2))^2 / (2 sigma^2))`` inside the window; the
-    weight is the visibility, or 0 when the window misses the map. For an integer sigma the
-    window centre is ``mu``; for other sigmas the reference's truncations move it, and they
-    are kept. Each map is the outer product of a row and a column profile (no joint loop).
-
-    Equal (to float32 rounding, < 1e-5) to the reference's loop form; works on numpy arrays or
-    tensors, eagerly or inside ``tf.data`` / ``tf.function``, with leading batch dimensions.
-
-    Args:
-      joints: (..., K, 2) joints (x, y) in pixels of the input crop.
-      visibility: (..., K) or (..., K, 1); weight of each joint (0 = not labelled).
-      input_size: (height, width) of the input crop.
-      heatmap_size: (height, width) of the heatmaps.
-      sigma: Gaussian sigma in heatmap cells (need not be an integer).
+    Args: as :func:`heatmap_targets`.
 
     Returns:
-      (heatmaps (..., H, W, K) float32, weights (..., K) float32) as ``tf.Tensor``s.
+      (rows (..., K, W) float32, cols (..., K, H) float32, weights (..., K) float32) as
+      ``tf.Tensor``s, with rows zeroed where the weight is 0, so that
+      ``cols[..., :, None] * rows[..., None, :]`` (moved to (..., H, W, K)) is the target
+      heatmap bit for bit. A replay of the training stream without TensorFlow
+      (``scripts/replay_on_jax.py``) stores these instead of the maps (~10x smaller).
     """
     import tensorflow as tf
 
@@ -88,11 +77,50 @@ def heatmap_targets(joints, visibility, input_size=(256, 192), heatmap_size=(64,
     col, hits_y = _profile(joints[..., 1], stride_y, heat_h, sigma)
     weights = tf.where(hits_x & hits_y, visibility, 0.0)
     row = tf.where((weights > 0.5)[..., None], row, 0.0)
-    # (..., K, H, 1) * (..., K, 1, W) -> (..., H, W, K)
-    maps = col[..., :, None] * row[..., None, :]
+    return row, col, weights
+
+
+def heatmaps_from_profiles(rows, cols):
+    """(..., K, W) rows and (..., K, H) columns -> (..., H, W, K) maps; numpy or tensors."""
+    maps = cols[..., :, None] * rows[..., None, :]
+    return np.moveaxis(maps, -3, -1) if isinstance(maps, np.ndarray) else _move_joint_axis(maps)
+
+
+def _move_joint_axis(maps):
+    import tensorflow as tf
+
     rank = maps.shape.rank
-    maps = tf.transpose(maps, list(range(rank - 3)) + [rank - 2, rank - 1, rank - 3])
-    return maps, weights
+    return tf.transpose(maps, list(range(rank - 3)) + [rank - 2, rank - 1, rank - 3])
+
+
+def heatmap_targets(joints, visibility, input_size=(256, 192), heatmap_size=(64, 48), sigma=2.0):
+    """Gaussian target heatmaps and joint weights for joints given in input-crop pixels.
+
+    The SimpleBaseline target rule (SPEC section 2), per joint at crop pixel (x, y), with
+    stride = input / heatmap size per axis and ``r = 3 * sigma``:
+    ``mu = int(x / stride + 0.5)``, window ``int(mu - r) <= u < int(mu + r + 1)``,
+    ``g(u) = exp(-(u - ul - floor((2r + 1) / 2))^2 / (2 sigma^2))`` inside the window; the
+    weight is the visibility, or 0 when the window misses the map. For an integer sigma the
+    window centre is ``mu``; for other sigmas the reference's truncations move it, and they
+    are kept. Each map is the outer product of a row and a column profile (no joint loop;
+    :func:`heatmap_target_profiles`).
+
+    Equal (to float32 rounding, < 1e-5) to the reference's loop form; works on numpy arrays or
+    tensors, eagerly or inside ``tf.data`` / ``tf.function``, with leading batch dimensions.
+
+    Args:
+      joints: (..., K, 2) joints (x, y) in pixels of the input crop.
+      visibility: (..., K) or (..., K, 1); weight of each joint (0 = not labelled).
+      input_size: (height, width) of the input crop.
+      heatmap_size: (height, width) of the heatmaps.
+      sigma: Gaussian sigma in heatmap cells (need not be an integer).
+
+    Returns:
+      (heatmaps (..., H, W, K) float32, weights (..., K) float32) as ``tf.Tensor``s.
+    """
+    rows, cols, weights = heatmap_target_profiles(joints, visibility, input_size, heatmap_size,
+                                                  sigma)
+    return heatmaps_from_profiles(rows, cols), weights
 
 
 # --- decode: numpy --------------------------------------------------------------------------

@@ -1,14 +1,30 @@
-"""Training: strategies, schedules, the optimizer, checkpoints and the custom distributed loop."""
-from mrpose_tf.training.checkpointing import RunState
-from mrpose_tf.training.metrics import heatmap_pck_counts
-from mrpose_tf.training.optimizer import Adam, make_optimizer
-from mrpose_tf.training.schedule import learning_rate_schedule, lr_boundaries
-from mrpose_tf.training.strategy import (
-    PRECISIONS, STRATEGIES, make_strategy, resolve_jit, resolve_precision, split_cpu)
-from mrpose_tf.training.trainer import (
-    Trainer, TrainingDiverged, build_training_model, read_metrics)
+"""Training: strategies, schedules, the optimizer, checkpoints and the custom distributed loop.
 
-__all__ = ["Adam", "RunState", "Trainer", "TrainingDiverged", "PRECISIONS", "STRATEGIES",
-           "build_training_model", "heatmap_pck_counts", "learning_rate_schedule",
-           "lr_boundaries", "make_optimizer", "make_strategy", "read_metrics", "resolve_jit",
-           "resolve_precision", "split_cpu"]
+The names below load on first use, so that ``mrpose_tf.training.schedule``,
+``mrpose_tf.training.optimizer`` (``fused=False``) and ``mrpose_tf.losses`` import under a
+Keras backend without TensorFlow (``scripts/replay_on_jax.py``).
+"""
+import importlib
+
+_PUBLIC = {
+    "RunState": "checkpointing", "heatmap_pck_counts": "metrics", "Adam": "optimizer",
+    "make_optimizer": "optimizer", "learning_rate_schedule": "schedule",
+    "lr_boundaries": "schedule", "PRECISIONS": "strategy", "STRATEGIES": "strategy",
+    "make_strategy": "strategy", "resolve_jit": "strategy", "resolve_precision": "strategy",
+    "split_cpu": "strategy", "Trainer": "trainer", "TrainingDiverged": "trainer",
+    "build_training_model": "trainer", "read_metrics": "trainer",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -16,7 +16,6 @@ docs/). The kernel forms ``1 - beta_2`` in the variable's dtype, so in float32 t
 moment differs from the Python-float form by ~1e-5 relative.
 """
 import keras
-import tensorflow as tf
 
 EPSILON_FORMS = ("torch", "keras")
 
@@ -88,6 +87,8 @@ class Adam(keras.optimizers.Adam):
         gradient = keras.ops.cast(gradient, dtype)
         handles = [_resource_variable(x) for x in (variable, m, v)]
         if self.fused and all(h is not None for h in handles):
+            import tensorflow as tf  # here: the rest of the class runs on any Keras backend
+
             target, m_var, v_var = handles
             # Under a tf.distribute update, .handle is the current replica's component.
             return tf.raw_ops.ResourceApplyAdam(

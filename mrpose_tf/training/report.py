@@ -49,6 +49,45 @@ def gt_box_records(config):
     return read_split(gt_config, "val")[0]
 
 
+def validation_metrics(predictions, gt_records, config, keypoints, train_records=None,
+                       coco=True):
+    """COCO AP, PCK@0.1 and the mean-pose baseline of predictions at the ground-truth boxes.
+
+    Args:
+      predictions: :func:`mrpose_tf.evaluation.runner.predict_records` of ``gt_records``
+        (every person: PCK pairs them by position).
+      gt_records: the validation records with their ground-truth boxes.
+      config: the run config (dataset files, test thresholds).
+      keypoints: the run's :class:`mrpose_tf.keypoints.KeypointSpec` (OKS sigmas).
+      train_records: training records for the mean pose (read from the config when None).
+      coco: also evaluate with pycocotools (the 'AP...' keys).
+
+    Returns:
+      A dict: 'PCK@0.1' and 'mean_pose_PCK@0.1' (fractions of the labelled joints within 0.1
+      of the box's longer side), and with ``coco`` the COCO keypoint metrics.
+    """
+    from mrpose_tf.data.pipeline import read_split
+    from mrpose_tf.evaluation.coco import evaluate_coco
+    from mrpose_tf.evaluation.runner import person_predictions
+
+    metrics = {}
+    if coco:
+        annotations = os.path.join(config.dataset.root, config.dataset.val_annotations)
+        metrics.update(evaluate_coco(person_predictions(predictions), annotations,
+                                     float(config.test.in_vis_thre), float(config.test.oks_thre),
+                                     keypoints.sigmas))
+    labelled = [i for i, r in enumerate(gt_records) if np.any(r.visibility > 0)]
+    joints, visibility, boxes = record_columns([gt_records[i] for i in labelled])
+    metrics["PCK@0.1"] = pck(predictions["keypoints"][labelled], joints, visibility, boxes,
+                             PCK_THRESHOLD)
+    if train_records is None:
+        train_records, _ = read_split(config, "train")
+    pose = mean_pose(*record_columns(train_records))
+    metrics["mean_pose_PCK@0.1"] = pck(place_mean_pose(pose, boxes), joints, visibility, boxes,
+                                       PCK_THRESHOLD)
+    return metrics
+
+
 def finish_run(model, config, keypoints, workdir, train_result, val_records, train_records=None,
                run_started=None, log=print):
     """Evaluate, compare with the mean-pose baseline, export and draw; write metrics.json.
@@ -74,9 +113,7 @@ def finish_run(model, config, keypoints, workdir, train_result, val_records, tra
       ValueError: an MPII or 'random' config (PCK against boxes needs COCO-format ground
         truth), or a validation person whose image cannot be read.
     """
-    from mrpose_tf.data.pipeline import read_split
-    from mrpose_tf.evaluation.coco import evaluate_coco
-    from mrpose_tf.evaluation.runner import evaluate_model, person_predictions, predict_records
+    from mrpose_tf.evaluation.runner import evaluate_model, predict_records
 
     started = time.time()
     finish = config.get("finish") or {}
@@ -93,24 +130,11 @@ def finish_run(model, config, keypoints, workdir, train_result, val_records, tra
     if len(predictions["keypoints"]) != len(gt_records):
         raise ValueError(f"PCK needs every validation person: {predictions['skipped_images']} "
                          f"unreadable images, {predictions['skipped_boxes']} zero-size boxes")
-    if finish.get("evaluate", True):
-        annotations = os.path.join(config.dataset.root, config.dataset.val_annotations)
-        if config.test.use_gt_boxes:  # the predictions above are the evaluation's
-            coco = evaluate_coco(person_predictions(predictions), annotations,
-                                 float(config.test.in_vis_thre), float(config.test.oks_thre),
-                                 keypoints.sigmas)
-        else:
-            coco = evaluate_model(model, config, val_records, keypoints, log=log)
-        metrics.update(coco)
-    labelled = [i for i, r in enumerate(gt_records) if np.any(r.visibility > 0)]
-    joints, visibility, boxes = record_columns([gt_records[i] for i in labelled])
-    metrics["PCK@0.1"] = pck(predictions["keypoints"][labelled], joints, visibility, boxes,
-                             PCK_THRESHOLD)
-    if train_records is None:
-        train_records, _ = read_split(config, "train")
-    pose = mean_pose(*record_columns(train_records))
-    metrics["mean_pose_PCK@0.1"] = pck(place_mean_pose(pose, boxes), joints, visibility, boxes,
-                                       PCK_THRESHOLD)
+    evaluate = finish.get("evaluate", True)
+    if evaluate and not config.test.use_gt_boxes:
+        metrics.update(evaluate_model(model, config, val_records, keypoints, log=log))
+    metrics.update(validation_metrics(predictions, gt_records, config, keypoints, train_records,
+                                      coco=evaluate and config.test.use_gt_boxes))
     log(f"validation: AP {metrics.get('AP', float('nan')):.4f}, PCK@0.1 {metrics['PCK@0.1']:.4f} "
         f"(mean pose {metrics['mean_pose_PCK@0.1']:.4f})")
 

@@ -1,0 +1,427 @@
+"""Replay a config's exact training stream through the pure-Keras model on the JAX backend.
+
+For a GPU machine without TensorFlow (this project's lent GPUs have JAX and PyTorch only):
+the tf.data pipeline runs here, the training runs there, the evaluation runs here again.
+
+  # 1. here (TensorFlow): the training stream of each seed, the validation crops, the config
+  python scripts/replay_on_jax.py --stage=dump --config=configs/quickstart.py \\
+      --seeds=0,1,2 --out=runs/replay
+  # 2. there (KERAS_BACKEND=jax, no TensorFlow): train every style x seed, save the
+  #    validation heatmaps of each final model
+  KERAS_BACKEND=jax python scripts/replay_on_jax.py --stage=train --out=runs/replay \\
+      --styles=keras,pytorch,caffe --seeds=0,1,2 --results=runs/replay_results
+  # 3. here: COCO AP, PCK@0.1 and the mean-pose baseline of each run (as ``mrpose-train``'s
+  #    report computes them), as a markdown table
+  python scripts/replay_on_jax.py --stage=score --out=runs/replay --results=runs/replay_results
+
+What is the same as ``mrpose-train``: every training batch (the same people, augmentation
+draws and order, from :func:`mrpose_tf.training.inputs.training_data_from_config`), the
+model (:func:`mrpose_tf.config.model_from_config`), the loss (:func:`mrpose_tf.losses.joints_mse`
+with the config's target weight and foreground weight), the optimizer and schedule
+(:func:`mrpose_tf.training.make_optimizer`, PyTorch's Adam epsilon, unfused), BatchNorm's
+PyTorch rule for the moving variance (:class:`TorchRuleBatchNorm`), the number of steps, the
+final model's evaluation. What differs: the dump stores each crop's plan (record, image ->
+crop matrix) and the targets' row and column factors instead of 333 MB of crops per seed,
+and stage 2 warps the crops again with ``cv2.warpAffine`` from the whole decoded image (the
+pipeline warps a decoded window of it; the dump counts the crop values that differ); the
+weights are initialised by Keras on JAX from the same seed (other random numbers than
+TensorFlow's); the backend's kernels (float32 at 'highest' matmul precision: no TF32).
+"""
+import json
+import os
+import sys
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+
+STREAM = "stream_seed{}.npz"
+RESULT = "heatmaps_{}.npz"  # per style: one array per seed, "seed{S}"
+
+
+# --- stage 1: dump (TensorFlow) ---------------------------------------------------------------
+
+def dump(config, seeds, out, check_crops=200):
+    """Writes the training stream of each seed, the validation crops and the config to ``out``.
+
+    Files: ``config.json``; ``train_images.json`` (each training record's image path, relative
+    to ``config.dataset.root``); ``stream_seed{S}.npz`` with per step (S steps, batch B, K
+    joints): ``positions`` (S, B) int32 record positions, ``matrices`` (S, B, 2, 3) float32
+    image -> crop, ``rows`` (S, B, K, w) / ``cols`` (S, B, K, h) float32 target factors
+    (:func:`mrpose_tf.codec.heatmap_target_profiles`), ``weights`` (S, B, K) float32;
+    ``val.npz``: ``images`` (N, H, W, 3) float32 preprocessed validation crops in evaluation
+    order; ``dump.json``: the checks below (``check_crops`` crops per seed are warped again
+    as stage 2 warps them and compared with the pipeline's).
+
+    Raises:
+      ValueError: a config with flip augmentation (the targets are factored from the
+        unflipped joints), or a target that its factors do not give back bit for bit.
+    """
+    import cv2
+    import numpy as np
+
+    from mrpose_tf.codec import heatmap_target_profiles, heatmaps_from_profiles
+    from mrpose_tf.config import input_preprocessing_of, resolve_unset_fields
+    from mrpose_tf.data.pipeline import build_dataset, read_split
+    from mrpose_tf.data.synthetic import prepare_from_config
+    from mrpose_tf.files import atomic_write_json
+    from mrpose_tf.geometry import affine_points_tf
+    from mrpose_tf.preprocessing import unpreprocess
+    from mrpose_tf.training.inputs import training_data_from_config
+
+    config = resolve_unset_fields(config.copy_and_resolve_references())
+    if config.augment.flip:
+        raise ValueError("replay_on_jax: config.augment.flip must be False (the dumped plan "
+                         "has no flipped joints)")
+    os.makedirs(out, exist_ok=True)
+    prepare_from_config(config)
+    input_size = tuple(config.model.input_size)
+    convention = input_preprocessing_of(config)
+    checks = {}
+    images = {}
+    for seed in seeds:
+        seeded = config.copy_and_resolve_references()
+        with seeded.unlocked():
+            seeded.train.seed = int(seed)
+        data = training_data_from_config(seeded)
+        train_records, _ = read_split(seeded, "train")
+        paths = [os.path.relpath(r.image_path, config.dataset.root) for r in train_records]
+        atomic_write_json(os.path.join(out, "train_images.json"), paths)
+        epochs, per_epoch = int(config.train.epochs), data.steps_per_epoch
+        total = int(config.train.max_steps) if int(config.train.max_steps) > 0 else \
+            epochs * per_epoch
+        columns = {k: [] for k in ("positions", "matrices", "rows", "cols", "weights")}
+        differing, compared, largest = 0, 0, 0
+        step = 0
+        for epoch in range(epochs):
+            for batch in data.train_fn(epoch=epoch).take(min(per_epoch, total - step)):
+                crop_joints = affine_points_tf(batch["joints"], batch["matrix"])
+                rows, cols, weights = (t.numpy() for t in heatmap_target_profiles(
+                    crop_joints, batch["visibility"], input_size, config.model.heatmap_size,
+                    config.model.sigma))
+                if not (np.array_equal(heatmaps_from_profiles(rows, cols),
+                                       batch["heatmaps"].numpy())
+                        and np.array_equal(weights, batch["target_weight"].numpy())):
+                    raise ValueError(f"seed {seed} step {step}: the target factors do not give "
+                                     f"the pipeline's heatmaps back")
+                positions = batch["record_position"].numpy().astype(np.int32)
+                matrices = batch["matrix"].numpy()
+                if compared < check_crops * np.prod(input_size) * 3:
+                    crops = np.round(unpreprocess(batch["image"].numpy(), convention))
+                    for position, matrix, crop in zip(positions, matrices, crops):
+                        path = train_records[position].image_path
+                        if path not in images:
+                            images[path] = cv2.imread(path)[..., ::-1].copy()
+                        again = _warp(images[path], matrix, input_size).astype(np.float32)
+                        diff = np.abs(again - crop)
+                        differing += int(np.count_nonzero(diff))
+                        largest = max(largest, int(diff.max()))
+                        compared += diff.size
+                for key, value in (("positions", positions), ("matrices", matrices),
+                                   ("rows", rows), ("cols", cols), ("weights", weights)):
+                    columns[key].append(value)
+                step += 1
+        np.savez_compressed(os.path.join(out, STREAM.format(seed)), steps_per_epoch=per_epoch,
+                            **{k: np.stack(v) for k, v in columns.items()})
+        checks[f"seed{seed}"] = {"steps": step, "crop_values_compared": compared,
+                                 "crop_values_differing": differing,
+                                 "largest_crop_difference": largest}
+        print(f"seed {seed}: {step} steps; re-warped crops: {differing} of {compared} values "
+              f"differ (largest {largest})", flush=True)
+    val_records, keypoints = read_split(config, "val")
+    val = build_dataset(val_records, keypoints=keypoints, input_size=input_size,
+                        heatmap_size=config.model.heatmap_size, sigma=config.model.sigma,
+                        train=False, batch_size=int(config.test.batch_size),
+                        input_preprocessing=convention)
+    np.savez_compressed(os.path.join(out, "val.npz"),
+                        images=np.concatenate([b["image"].numpy() for b in val]))
+    atomic_write_json(os.path.join(out, "config.json"), config.to_dict())
+    atomic_write_json(os.path.join(out, "dump.json"), checks)
+
+
+# --- stage 2: train (Keras on JAX) ------------------------------------------------------------
+
+def _torch_rule_batch_norm():
+    import keras
+    import numpy as np
+
+    class TorchRuleBatchNorm(keras.layers.BatchNormalization):
+        """Keras BatchNormalization whose moving variance takes the unbiased batch variance
+        (``var * n / (n - 1)``, PyTorch's ``BatchNorm2d``), in keras.ops: the rule of
+        :class:`mrpose_tf.training.layers.TrainingBatchNormalization` (a TensorFlow module)."""
+
+        def call(self, inputs, training=None, mask=None):
+            if not (training and self.trainable) or mask is not None:
+                return super().call(inputs, training=training, mask=mask)
+            ops = keras.ops
+            x = ops.cast(inputs, "float32")
+            mean, variance = self._moments(x, None)
+            count = float(np.prod(x.shape[:-1]))
+            unbiased = variance * count / max(count - 1.0, 1.0)
+            self.moving_mean.assign(self.moving_mean * self.momentum
+                                    + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(self.moving_variance * self.momentum
+                                        + unbiased * (1.0 - self.momentum))
+            outputs = ops.batch_normalization(x, mean, variance, axis=self.axis,
+                                              epsilon=self.epsilon, offset=self.beta,
+                                              scale=self.gamma)
+            return ops.cast(outputs, self.compute_dtype)
+
+    return TorchRuleBatchNorm
+
+
+def _training_model(config, seed):
+    """The config's model, built after ``keras.utils.set_random_seed(seed)``, with
+    :class:`TorchRuleBatchNorm` in place of every BatchNormalization (same weights)."""
+    import keras
+
+    from mrpose_tf.config import model_from_config
+
+    keras.utils.set_random_seed(int(seed))
+    model = model_from_config(config)
+    batch_norm = _torch_rule_batch_norm()
+
+    def clone(layer):
+        if type(layer) is keras.layers.BatchNormalization:
+            return batch_norm.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    trained = keras.models.clone_model(model, clone_function=clone)
+    trained.set_weights(model.get_weights())
+    return trained
+
+
+def train(out, styles, seeds, results, max_steps=-1):
+    """Trains each style x seed on its dumped stream; writes ``heatmaps_{style}.npz`` (per
+    seed ``seed{S}``: the final model's validation heatmaps, (N, h, w, K) float32) and
+    ``runs.json`` (steps, seconds, images/s, the loss every 10 steps), after every run."""
+    import cv2
+    import jax
+    import keras
+    import numpy as np
+
+    if keras.backend.backend() != "jax":
+        raise RuntimeError(f"--stage=train runs on Keras' JAX backend (KERAS_BACKEND=jax), "
+                           f"not {keras.backend.backend()!r}")
+    jax.config.update("jax_default_matmul_precision", "highest")
+    from mrpose_tf.codec import heatmaps_from_profiles
+    from mrpose_tf.config import input_preprocessing_of, load_config
+    from mrpose_tf.losses import joints_mse
+    from mrpose_tf.preprocessing import preprocess
+    from mrpose_tf.training.optimizer import make_optimizer
+    from mrpose_tf.training.schedule import learning_rate_schedule
+
+    base = load_config(out)
+    with open(os.path.join(out, "train_images.json")) as f:
+        paths = json.load(f)
+    images = [cv2.imread(os.path.join(base.dataset.root, p))[..., ::-1].copy() for p in paths]
+    val_images = np.load(os.path.join(out, "val.npz"))["images"]
+    input_size = tuple(base.model.input_size)
+    convention = input_preprocessing_of(base)
+    weight_targets = bool(base.train.use_target_weight)
+    foreground = float(base.train.foreground_weight)
+    os.makedirs(results, exist_ok=True)
+    summary = {"device": str(jax.devices()[0]), "keras": keras.__version__,
+               "jax": jax.__version__, "runs": []}
+    streams = {s: dict(np.load(os.path.join(out, STREAM.format(s)))) for s in seeds}
+    for style in styles:
+        config = base.copy_and_resolve_references()
+        with config.unlocked():
+            config.model.backbone_style = style
+        step_fn = predict_fn = optimizer = None
+        style_heatmaps = {}
+        for seed in seeds:
+            stream = streams[seed]
+            steps = len(stream["positions"])
+            steps = steps if max_steps < 0 else min(steps, max_steps)
+            model = _training_model(config, seed)
+            if step_fn is None:  # one compilation per style: the step is a pure function
+                optimizer = make_optimizer(config.train, learning_rate_schedule(
+                    config.train, int(stream["steps_per_epoch"])))
+                optimizer.build(model.trainable_variables)
+                fresh_optimizer = [v.value for v in optimizer.variables]
+                step_fn, predict_fn = _jax_functions(model, optimizer, joints_mse,
+                                                     weight_targets, foreground)
+            # Copies: the step donates its inputs' buffers, and the next seed starts afresh.
+            state = jax.tree.map(jax.numpy.copy, (
+                [v.value for v in model.trainable_variables],
+                [v.value for v in model.non_trainable_variables], fresh_optimizer))
+            losses, started, compiled = [], time.perf_counter(), None
+            for step in range(steps):
+                positions, matrices = stream["positions"][step], stream["matrices"][step]
+                crops = np.stack([_warp(images[p], m, input_size)
+                                  for p, m in zip(positions, matrices)])
+                heatmaps = heatmaps_from_profiles(stream["rows"][step], stream["cols"][step])
+                loss, *state = step_fn(*state, preprocess(crops, convention), heatmaps,
+                                       stream["weights"][step])
+                losses.append(loss)
+                if step == 0:
+                    loss.block_until_ready()
+                    compiled = time.perf_counter() - started
+                    after_first = time.perf_counter()
+            jax.block_until_ready(state)
+            seconds = time.perf_counter() - after_first
+            losses = np.asarray(jax.device_get(losses), np.float64)
+            if not np.all(np.isfinite(losses)):
+                raise FloatingPointError(f"{style} seed {seed}: loss not finite at step "
+                                         f"{int(np.argmin(np.isfinite(losses)))}")
+            trainable, non_trainable, _ = state
+            batch = int(base.test.batch_size)
+            padded = np.concatenate([val_images, np.zeros(
+                (-len(val_images) % batch,) + val_images.shape[1:], val_images.dtype)])
+            heat = np.concatenate([np.asarray(predict_fn(trainable, non_trainable,
+                                                         padded[i:i + batch]))
+                                   for i in range(0, len(padded), batch)])[:len(val_images)]
+            style_heatmaps[f"seed{seed}"] = heat.astype(np.float32)
+            np.savez_compressed(os.path.join(results, RESULT.format(style)), **style_heatmaps)
+            run = {"style": style, "seed": int(seed), "steps": steps,
+                   "first_step_seconds": compiled, "train_seconds": seconds,
+                   "images_per_second": (steps - 1) * len(positions) / max(seconds, 1e-9),
+                   "loss_every_10_steps": losses[::10].tolist(), "last_loss": losses[-1]}
+            summary["runs"].append(run)
+            print(f"{style} seed {seed}: {steps} steps, first step {compiled:.1f} s, then "
+                  f"{run['images_per_second']:.0f} img/s; loss {losses[0]:.5f} -> "
+                  f"{losses[-1]:.5f}", flush=True)
+            with open(os.path.join(results, "runs.json"), "w") as f:
+                json.dump(summary, f, indent=1)
+    return summary
+
+
+def _warp(image, matrix, input_size):
+    """The training pipeline's crop (``cv2.warpAffine``, bilinear, zero border) of one person,
+    from the whole image; (H, W, 3) uint8."""
+    import cv2
+    import numpy as np
+
+    size = (int(input_size[1]), int(input_size[0]))
+    return cv2.warpAffine(image, matrix.astype(np.float64), size, flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def _jax_functions(model, optimizer, loss_fn, weight_targets, foreground):
+    """(step, predict): jitted pure functions of the variable values (Keras' stateless API)."""
+    import jax
+
+    def step(trainable, non_trainable, optimizer_values, images, heatmaps, weights):
+        def loss_of(trainable):
+            predicted, updated = model.stateless_call(trainable, non_trainable, images,
+                                                      training=True)
+            loss = loss_fn(heatmaps, predicted, weights if weight_targets else None,
+                           foreground)
+            return loss, updated
+
+        (loss, updated), gradients = jax.value_and_grad(loss_of, has_aux=True)(trainable)
+        trainable, optimizer_values = optimizer.stateless_apply(optimizer_values, gradients,
+                                                                trainable)
+        return loss, trainable, updated, optimizer_values
+
+    def predict(trainable, non_trainable, images):
+        return model.stateless_call(trainable, non_trainable, images, training=False)[0]
+
+    return jax.jit(step, donate_argnums=(0, 1, 2)), jax.jit(predict)
+
+
+# --- stage 3: score (TensorFlow) --------------------------------------------------------------
+
+class _Replayed:
+    """A 'model' for :func:`predict_records` that hands back stored heatmaps batch by batch,
+    checking that it is given the dumped validation crops in the dumped order."""
+
+    def __init__(self, images, heatmaps):
+        self.images, self.heatmaps, self.position = images, heatmaps, 0
+
+    def __call__(self, batch):
+        import numpy as np
+
+        n = len(batch)
+        if not np.array_equal(np.asarray(batch), self.images[self.position:self.position + n]):
+            raise ValueError(f"validation crops {self.position}..{self.position + n} differ "
+                             f"from the dump's: dump again")
+        self.position += n
+        return self.heatmaps[self.position - n:self.position]
+
+
+def score(out, results):
+    """The report's metrics of every run in ``results``; prints a markdown table."""
+    import numpy as np
+
+    from mrpose_tf.data.pipeline import read_split
+    from mrpose_tf.evaluation.runner import predict_records
+    from mrpose_tf.config import load_config
+    from mrpose_tf.training.report import validation_metrics
+
+    config = load_config(os.path.join(out, "config.json"))
+    with open(os.path.join(results, "runs.json")) as f:
+        summary = json.load(f)
+    val_records, keypoints = read_split(config, "val")
+    train_records, _ = read_split(config, "train")
+    images = np.load(os.path.join(out, "val.npz"))["images"]
+    rows = []
+    for run in summary["runs"]:
+        heatmaps = np.load(os.path.join(results, RESULT.format(run["style"])))
+        predictions = predict_records(_Replayed(images, heatmaps[f"seed{run['seed']}"]),
+                                      val_records,
+                                      config, keypoints)
+        metrics = validation_metrics(predictions, val_records, config, keypoints,
+                                     train_records)
+        run.update({k: metrics[k] for k in ("AP", "AP .5", "AP .75", "PCK@0.1",
+                                            "mean_pose_PCK@0.1")})
+        rows.append(run)
+    with open(os.path.join(results, "scores.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    print(f"{summary['device']}, Keras {summary['keras']}, JAX {summary['jax']}\n")
+    print("| style | seed | steps | AP | AP .5 | AP .75 | PCK@0.1 | train s | img/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['style']} | {r['seed']} | {r['steps']} | {r['AP']:.3f} | "
+              f"{r['AP .5']:.3f} | {r['AP .75']:.3f} | {r['PCK@0.1']:.3f} | "
+              f"{r['train_seconds']:.1f} | {r['images_per_second']:.0f} |")
+    by_style = {}
+    for r in rows:
+        by_style.setdefault(r["style"], []).append(r["AP"])
+    print("\n| style | AP mean | AP min | AP max | seeds |\n|---|---:|---:|---:|---:|")
+    for style, aps in by_style.items():
+        print(f"| {style} | {np.mean(aps):.3f} | {min(aps):.3f} | {max(aps):.3f} | "
+              f"{len(aps)} |")
+    return summary
+
+
+def _define_flags():
+    """The command line's flags (defined here, not on import: tests import the stages)."""
+    flags.DEFINE_enum("stage", None, ["dump", "train", "score"], "dump (TensorFlow), train "
+                      "(Keras on JAX) or score (TensorFlow).")
+    config_flags.DEFINE_config_file("config", None, "dump: the experiment config file; every "
+                                    "field can be overridden with --config.FIELD=VALUE.")
+    flags.DEFINE_list("seeds", ["0", "1", "2"], "config.train.seed values.")
+    flags.DEFINE_list("styles", ["keras", "pytorch", "caffe"], "train: config.model.backbone_style "
+                      "values.")
+    flags.DEFINE_string("out", "runs/replay", "The dump's folder.")
+    flags.DEFINE_string("results", "runs/replay_results", "train: where the heatmaps and run "
+                        "summaries go; score: where they are read.")
+    flags.DEFINE_integer("max_steps", -1, "train: stop after this many steps (a smoke test); "
+                         "-1: the dumped stream's length.")
+    flags.DEFINE_integer("check_crops", 200, "dump: crops per seed re-warped here to count the "
+                         "values that differ from the pipeline's.")
+
+
+def main(argv):
+    FLAGS = flags.FLAGS
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.stage is None:
+        raise app.UsageError("--stage is required: dump, train or score")
+    if FLAGS.stage == "dump":
+        if FLAGS.config is None:
+            raise app.UsageError("--stage=dump needs --config")
+        dump(FLAGS.config, FLAGS.seeds, FLAGS.out, FLAGS.check_crops)
+    elif FLAGS.stage == "train":
+        train(FLAGS.out, FLAGS.styles, FLAGS.seeds, FLAGS.results, FLAGS.max_steps)
+    else:
+        score(FLAGS.out, FLAGS.results)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    _define_flags()
+    app.run(main)
