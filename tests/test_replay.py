@@ -16,7 +16,7 @@ from scripts import replay_on_jax as replay
 
 @pytest.fixture(scope="module")
 def dumped(tmp_path_factory):
-    """The quickstart shrunk (8 training images, batch 4, 3 steps), dumped for seeds 0 and 1."""
+    """The quickstart shrunk (8 training images, batch 4, 3 steps), dumped for seed 1."""
     import mrpose_tf
 
     tmp = tmp_path_factory.mktemp("replay")
@@ -26,7 +26,7 @@ def dumped(tmp_path_factory):
          "dataset.synthetic.num_val": 3, "train.batch_size": 4, "train.max_steps": 3,
          "test.batch_size": 4})
     out = str(tmp / "dump")
-    replay.dump(config, ["0", "1"], out, check_crops=12)
+    replay.dump(config, ["1"], out, check_crops=12)
     return config, out
 
 
@@ -41,7 +41,7 @@ def test_the_dumped_stream_gives_back_the_pipelines_batches(dumped):
     config, out = dumped
     with open(os.path.join(out, "dump.json")) as f:
         checks = json.load(f)
-    for seed in ("0", "1"):
+    for seed in ("1",):
         seeded = config.copy_and_resolve_references()
         with seeded.unlocked():
             seeded.train.seed = int(seed)
