@@ -59,6 +59,7 @@ def dump(config, seeds, out, check_crops=200):
         unflipped joints), or a target that its factors do not give back bit for bit.
     """
     import cv2
+    import keras
     import numpy as np
 
     from mrpose_tf.codec import heatmap_target_profiles, heatmaps_from_profiles
@@ -85,6 +86,9 @@ def dump(config, seeds, out, check_crops=200):
         with seeded.unlocked():
             seeded.train.seed = int(seed)
         data = training_data_from_config(seeded)
+        # The Trainer sets the global seeds before the first epoch, and tf.data's shuffle
+        # seeds combine them with the pipeline's own: without this, another order.
+        keras.utils.set_random_seed(int(seed))
         train_records, _ = read_split(seeded, "train")
         paths = [os.path.relpath(r.image_path, config.dataset.root) for r in train_records]
         atomic_write_json(os.path.join(out, "train_images.json"), paths)
@@ -140,6 +144,81 @@ def dump(config, seeds, out, check_crops=200):
     atomic_write_json(os.path.join(out, "dump.json"), checks)
 
 
+def _agreement(initial, reference, other):
+    """How far ``other``'s weights are from ``reference``'s after the same steps from
+    ``initial`` (lists of arrays): the difference's L2 norm over that of the reference's
+    change, and the fraction of changed values that both moved the same way."""
+    import numpy as np
+
+    difference = change = same = changed = 0.0
+    for start, want, got in zip(initial, reference, other):
+        moved = want - start
+        difference += float(np.sum((got - want) ** 2))
+        change += float(np.sum(moved ** 2))
+        mask = moved != 0
+        same += float(np.sum(np.sign(moved[mask]) == np.sign((got - start)[mask])))
+        changed += float(mask.sum())
+    return {"relative_l2": (difference / change) ** 0.5, "same_direction": same / changed}
+
+
+def _trainer_steps(config, data, workdir, steps, jit_compile, initial=None):
+    """(losses, trainer) of ``mrpose-train``'s Trainer (float32) over the first ``steps``
+    batches of epoch 0, from ``initial`` weights if given."""
+    from mrpose_tf.training import Trainer, make_strategy
+
+    trainer = Trainer(config, workdir, make_strategy("one_device"), data.steps_per_epoch,
+                      "float32", jit_compile=jit_compile, log=lambda line: None)
+    if initial is not None:
+        trainer.model.set_weights(initial)
+    batches = data.train_fn(epoch=0).take(int(steps))
+    return [float(trainer.train_step(batch)) for batch in batches], trainer
+
+
+def reference(out, style, seed, steps):
+    """``mrpose-train``'s own first ``steps`` steps (the Trainer, float32, no XLA) from the
+    dump's config, to check the replay against: writes ``initial_{style}_seed{S}.npz`` (the
+    initial weights, ``model.get_weights()`` order, for ``train(initial_weights=True)``),
+    ``reference_{style}_seed{S}.npz`` (the validation heatmaps before (``initial``) and after
+    (``trained``) the steps, and the trained weights ``arr_{i}``) and
+    ``reference_{style}_seed{S}.json``: the loss of each step, and the same steps with XLA
+    from the same weights (``xla``: its losses and :func:`_agreement`), which is how far two
+    runs of the same function in TensorFlow drift apart."""
+    import tempfile
+
+    import numpy as np
+
+    from mrpose_tf.config import load_config
+    from mrpose_tf.training.inputs import training_data_from_config
+
+    config = load_config(out)
+    with config.unlocked():
+        config.model.backbone_style = style
+        config.train.seed = int(seed)
+    data = training_data_from_config(config)
+    val_images = np.load(os.path.join(out, "val.npz"))["images"]
+    batch = int(config.test.batch_size)
+    with tempfile.TemporaryDirectory() as workdir:
+        losses, trainer = _trainer_steps(config, data, os.path.join(workdir, "a"), 0, False)
+        initial_weights = trainer.model.get_weights()
+        np.savez(os.path.join(out, f"initial_{style}_seed{seed}.npz"), *initial_weights)
+        initial = trainer.model.predict(val_images, batch_size=batch, verbose=0)
+        losses, trainer = _trainer_steps(config, data, os.path.join(workdir, "b"), steps, False,
+                                         initial_weights)
+        trained = trainer.model.predict(val_images, batch_size=batch, verbose=0)
+        weights = trainer.model.get_weights()
+        np.savez(os.path.join(out, f"reference_{style}_seed{seed}.npz"), *weights,
+                 initial=initial, trained=trained)
+        xla_losses, xla = _trainer_steps(config, data, os.path.join(workdir, "c"), steps, True,
+                                         initial_weights)
+        xla_agreement = _agreement(initial_weights, weights, xla.model.get_weights())
+    summary = {"style": style, "seed": int(seed), "losses": losses,
+               "xla": dict(losses=xla_losses, **xla_agreement)}
+    with open(os.path.join(out, f"reference_{style}_seed{seed}.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    print(json.dumps(summary, indent=1), flush=True)
+    return summary
+
+
 # --- stage 2: train (Keras on JAX) ------------------------------------------------------------
 
 def _torch_rule_batch_norm():
@@ -192,10 +271,13 @@ def _training_model(config, seed):
     return trained
 
 
-def train(out, styles, seeds, results, max_steps=-1):
+def train(out, styles, seeds, results, max_steps=-1, initial_weights=False):
     """Trains each style x seed on its dumped stream; writes ``heatmaps_{style}.npz`` (per
     seed ``seed{S}``: the final model's validation heatmaps, (N, h, w, K) float32) and
-    ``runs.json`` (steps, seconds, images/s, the loss every 10 steps), after every run."""
+    ``runs.json`` (steps, seconds, images/s, the loss of every step), after every run.
+
+    With ``initial_weights``, each run starts from the dump's ``initial_{style}_seed{S}.npz``
+    (:func:`reference`: TensorFlow's initialisation) instead of Keras-on-JAX's."""
     import cv2
     import jax
     import keras
@@ -236,6 +318,9 @@ def train(out, styles, seeds, results, max_steps=-1):
             steps = len(stream["positions"])
             steps = steps if max_steps < 0 else min(steps, max_steps)
             model = _training_model(config, seed)
+            if initial_weights:
+                saved = np.load(os.path.join(out, f"initial_{style}_seed{seed}.npz"))
+                model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
             if step_fn is None:  # one compilation per style: the step is a pure function
                 optimizer = make_optimizer(config.train, learning_rate_schedule(
                     config.train, int(stream["steps_per_epoch"])))
@@ -247,7 +332,7 @@ def train(out, styles, seeds, results, max_steps=-1):
             state = jax.tree.map(jax.numpy.copy, (
                 [v.value for v in model.trainable_variables],
                 [v.value for v in model.non_trainable_variables], fresh_optimizer))
-            losses, started, compiled = [], time.perf_counter(), None
+            losses, started, compiled = [], time.perf_counter(), 0.0
             for step in range(steps):
                 positions, matrices = stream["positions"][step], stream["matrices"][step]
                 crops = np.stack([_warp(images[p], m, input_size)
@@ -261,12 +346,18 @@ def train(out, styles, seeds, results, max_steps=-1):
                     compiled = time.perf_counter() - started
                     after_first = time.perf_counter()
             jax.block_until_ready(state)
-            seconds = time.perf_counter() - after_first
-            losses = np.asarray(jax.device_get(losses), np.float64)
+            seconds = time.perf_counter() - after_first if steps else 0.0
+            losses = np.asarray(jax.device_get(losses), np.float64).reshape(-1)
             if not np.all(np.isfinite(losses)):
                 raise FloatingPointError(f"{style} seed {seed}: loss not finite at step "
                                          f"{int(np.argmin(np.isfinite(losses)))}")
             trainable, non_trainable, _ = state
+            if initial_weights:  # for the comparison with the reference's weights
+                variables = model.trainable_variables + model.non_trainable_variables
+                for variable, value in zip(variables, trainable + non_trainable):
+                    variable.assign(value)
+                np.savez(os.path.join(results, f"final_{style}_seed{seed}.npz"),
+                         *model.get_weights())
             batch = int(base.test.batch_size)
             padded = np.concatenate([val_images, np.zeros(
                 (-len(val_images) % batch,) + val_images.shape[1:], val_images.dtype)])
@@ -277,12 +368,12 @@ def train(out, styles, seeds, results, max_steps=-1):
             np.savez_compressed(os.path.join(results, RESULT.format(style)), **style_heatmaps)
             run = {"style": style, "seed": int(seed), "steps": steps,
                    "first_step_seconds": compiled, "train_seconds": seconds,
-                   "images_per_second": (steps - 1) * len(positions) / max(seconds, 1e-9),
-                   "loss_every_10_steps": losses[::10].tolist(), "last_loss": losses[-1]}
+                   "images_per_second": max(steps - 1, 0) * int(base.train.batch_size)
+                   / max(seconds, 1e-9), "losses": losses.tolist()}
             summary["runs"].append(run)
             print(f"{style} seed {seed}: {steps} steps, first step {compiled:.1f} s, then "
-                  f"{run['images_per_second']:.0f} img/s; loss {losses[0]:.5f} -> "
-                  f"{losses[-1]:.5f}", flush=True)
+                  f"{run['images_per_second']:.0f} img/s; losses {losses[:1]} -> "
+                  f"{losses[-1:]}", flush=True)
             with open(os.path.join(results, "runs.json"), "w") as f:
                 json.dump(summary, f, indent=1)
     return summary
@@ -320,6 +411,39 @@ def _jax_functions(model, optimizer, loss_fn, weight_targets, foreground):
         return model.stateless_call(trainable, non_trainable, images, training=False)[0]
 
     return jax.jit(step, donate_argnums=(0, 1, 2)), jax.jit(predict)
+
+
+def compare(out, results, style, seed):
+    """The replay in ``results`` (``train(initial_weights=True)``) against :func:`reference`:
+    the validation heatmaps (largest difference over the largest magnitude), the losses and,
+    after training, :func:`_agreement` of the weights, next to the reference's own XLA run.
+    Returns the numbers as a dict and prints them."""
+    import numpy as np
+
+    with open(os.path.join(results, "runs.json")) as f:
+        run = next(r for r in json.load(f)["runs"]
+                   if r["style"] == style and r["seed"] == int(seed))
+    reference_run = np.load(os.path.join(out, f"reference_{style}_seed{seed}.npz"))
+    with open(os.path.join(out, f"reference_{style}_seed{seed}.json")) as f:
+        summary = json.load(f)
+    want = reference_run["trained" if run["steps"] else "initial"]
+    got = np.load(os.path.join(results, RESULT.format(style)))[f"seed{seed}"]
+    report = {"steps": run["steps"],
+              "heatmaps": float(np.abs(got - want).max() / np.abs(want).max()),
+              "losses (trainer, replay)": list(zip(summary["losses"], run["losses"])),
+              "trainer with XLA": summary["xla"]}
+    if run["steps"]:
+        def arrays(path):  # the weights of an npz, in order (its other arrays left out)
+            saved = np.load(path)
+            count = sum(name.startswith("arr_") for name in saved.files)
+            return [saved[f"arr_{i}"] for i in range(count)]
+
+        report["replay"] = _agreement(
+            arrays(os.path.join(out, f"initial_{style}_seed{seed}.npz")),
+            arrays(os.path.join(out, f"reference_{style}_seed{seed}.npz")),
+            arrays(os.path.join(results, f"final_{style}_seed{seed}.npz")))
+    print(json.dumps(report, indent=1))
+    return report
 
 
 # --- stage 3: score (TensorFlow) --------------------------------------------------------------
@@ -389,8 +513,11 @@ def score(out, results):
 
 def _define_flags():
     """The command line's flags (defined here, not on import: tests import the stages)."""
-    flags.DEFINE_enum("stage", None, ["dump", "train", "score"], "dump (TensorFlow), train "
-                      "(Keras on JAX) or score (TensorFlow).")
+    flags.DEFINE_enum("stage", None, ["dump", "train", "score", "reference", "compare"],
+                      "dump (TensorFlow), train (Keras on JAX), score (TensorFlow); reference: "
+                      "mrpose-train's first --max_steps steps for one style and seed "
+                      "(TensorFlow); compare: train --initial_weights's run in --results "
+                      "against it.")
     config_flags.DEFINE_config_file("config", None, "dump: the experiment config file; every "
                                     "field can be overridden with --config.FIELD=VALUE.")
     flags.DEFINE_list("seeds", ["0", "1", "2"], "config.train.seed values.")
@@ -401,6 +528,8 @@ def _define_flags():
                         "summaries go; score: where they are read.")
     flags.DEFINE_integer("max_steps", -1, "train: stop after this many steps (a smoke test); "
                          "-1: the dumped stream's length.")
+    flags.DEFINE_boolean("initial_weights", False, "train: start from the weights that "
+                         "--stage=reference saved (TensorFlow's initialisation).")
     flags.DEFINE_integer("check_crops", 200, "dump: crops per seed re-warped here to count the "
                          "values that differ from the pipeline's.")
 
@@ -416,7 +545,12 @@ def main(argv):
             raise app.UsageError("--stage=dump needs --config")
         dump(FLAGS.config, FLAGS.seeds, FLAGS.out, FLAGS.check_crops)
     elif FLAGS.stage == "train":
-        train(FLAGS.out, FLAGS.styles, FLAGS.seeds, FLAGS.results, FLAGS.max_steps)
+        train(FLAGS.out, FLAGS.styles, FLAGS.seeds, FLAGS.results, FLAGS.max_steps,
+              FLAGS.initial_weights)
+    elif FLAGS.stage == "reference":
+        reference(FLAGS.out, FLAGS.styles[0], FLAGS.seeds[0], max(FLAGS.max_steps, 1))
+    elif FLAGS.stage == "compare":
+        compare(FLAGS.out, FLAGS.results, FLAGS.styles[0], FLAGS.seeds[0])
     else:
         score(FLAGS.out, FLAGS.results)
 

@@ -72,16 +72,14 @@ def _people():
 def reference_heatmaps(net, people, convention):
     """The authors' inference path in PyTorch: BGR image, _box2cs, warpAffine, normalise,
     the network. (M, h, w, K) numpy."""
-    out = []
+    crops = []
     for image_bgr, boxes in people:
         centers, scales = box_to_center_scale(boxes, INPUT[1] / INPUT[0])
-        crops = [cv2.warpAffine(image_bgr, get_affine_transform(c, s, 0.0, INPUT),
-                                (INPUT[1], INPUT[0]), flags=cv2.INTER_LINEAR)
-                 for c, s in zip(centers, scales)]
-        with torch.no_grad():
-            out.append(net(crops_tensor(np.stack(crops), convention)).numpy()
-                       .transpose(0, 2, 3, 1))
-    return np.concatenate(out)
+        crops += [cv2.warpAffine(image_bgr, get_affine_transform(c, s, 0.0, INPUT),
+                                 (INPUT[1], INPUT[0]), flags=cv2.INTER_LINEAR)
+                  for c, s in zip(centers, scales)]
+    with torch.no_grad():  # one batch of every person (eval mode: the same per crop)
+        return net(crops_tensor(np.stack(crops), convention)).numpy().transpose(0, 2, 3, 1)
 
 
 def converted_heatmaps(model, workdir, people):
@@ -92,7 +90,9 @@ def converted_heatmaps(model, workdir, people):
     from mrpose_tf.predictor import Predictor
 
     config = read_run_config(workdir)
-    predictor = Predictor(model, INPUT, run_keypoint_set(workdir, config), flip_test=False,
+    # The model called eagerly: four batch sizes would cost two graph traces per network.
+    predictor = Predictor(lambda crops: model(crops, training=False), INPUT,
+                          run_keypoint_set(workdir, config), flip_test=False,
                           input_preprocessing=config.model.input_preprocessing)
     return np.concatenate([predictor.predict(cv2.cvtColor(image, cv2.COLOR_BGR2RGB),
                                              boxes)["heatmaps"] for image, boxes in people])

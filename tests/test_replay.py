@@ -33,6 +33,7 @@ def dumped(tmp_path_factory):
 def test_the_dumped_stream_gives_back_the_pipelines_batches(dumped):
     """Re-warped crops and the targets rebuilt from their factors against the tf.data batches
     of mrpose-train's own pipeline, iterated again here."""
+    import keras
     from mrpose_tf.codec import heatmaps_from_profiles
     from mrpose_tf.data.pipeline import read_split
     from mrpose_tf.preprocessing import preprocess
@@ -46,6 +47,7 @@ def test_the_dumped_stream_gives_back_the_pipelines_batches(dumped):
         with seeded.unlocked():
             seeded.train.seed = int(seed)
         data = training_data_from_config(seeded)
+        keras.utils.set_random_seed(int(seed))  # as the Trainer does before training
         batches = list(data.train_fn(epoch=0).take(3))
         stream = np.load(os.path.join(out, replay.STREAM.format(seed)))
         assert stream["positions"].shape == (3, 4)
