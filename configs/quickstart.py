@@ -27,7 +27,8 @@ def get_config():
     c.model.arch = "simple_baseline"
     c.model.backbone = "resnet50"
     # torchvision's ResNet (stride in the 3x3 conv, no conv biases): ahead of the keras and
-    # caffe layouts at every seed of this recipe (docs/learning_proof.md, "Backbone styles").
+    # caffe layouts at every seed of this recipe replayed on a GPU, and at seed 0 under
+    # mrpose-train (docs/learning_proof.md, "Backbone styles").
     c.model.backbone_style = "pytorch"
     c.model.backbone_weights = None
     c.model.input_size = (96, 64)

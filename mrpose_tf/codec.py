@@ -58,7 +58,7 @@ def heatmap_target_profiles(joints, visibility, input_size=(256, 192), heatmap_s
 
     Returns:
       (rows (..., K, W) float32, cols (..., K, H) float32, weights (..., K) float32) as
-      ``tf.Tensor``s, with rows zeroed where the weight is 0, so that
+      ``tf.Tensor``s, with rows zeroed where the weight is not above 0.5, so that
       ``cols[..., :, None] * rows[..., None, :]`` (moved to (..., H, W, K)) is the target
       heatmap bit for bit. A replay of the training stream without TensorFlow
       (``scripts/replay_on_jax.py``) stores these instead of the maps (~10x smaller).

@@ -15,17 +15,25 @@ the tf.data pipeline runs here, the training runs there, the evaluation runs her
   python scripts/replay_on_jax.py --stage=score --out=runs/replay --results=runs/replay_results
 
 What is the same as ``mrpose-train``: every training batch (the same people, augmentation
-draws and order, from :func:`mrpose_tf.training.inputs.training_data_from_config`), the
-model (:func:`mrpose_tf.config.model_from_config`), the loss (:func:`mrpose_tf.losses.joints_mse`
-with the config's target weight and foreground weight), the optimizer and schedule
-(:func:`mrpose_tf.training.make_optimizer`, PyTorch's Adam epsilon, unfused), BatchNorm's
-PyTorch rule for the moving variance (:class:`TorchRuleBatchNorm`), the number of steps, the
-final model's evaluation. What differs: the dump stores each crop's plan (record, image ->
-crop matrix) and the targets' row and column factors instead of 333 MB of crops per seed,
-and stage 2 warps the crops again with ``cv2.warpAffine`` from the whole decoded image (the
-pipeline warps a decoded window of it; the dump counts the crop values that differ); the
-weights are initialised by Keras on JAX from the same seed (other random numbers than
-TensorFlow's); the backend's kernels (float32 at 'highest' matmul precision: no TF32).
+draws and order, from :func:`mrpose_tf.training.inputs.training_data_from_config` after the
+Trainer's seeding), the model (:func:`mrpose_tf.config.model_from_config`), the loss
+(:func:`mrpose_tf.losses.joints_mse` with the config's target weight and foreground weight),
+the optimizer and schedule (:func:`mrpose_tf.training.make_optimizer`, PyTorch's Adam
+epsilon), BatchNorm's PyTorch rule for the moving variance (:class:`TorchRuleBatchNorm`), the
+number of steps, the final model's evaluation at the ground-truth boxes. What differs: the
+dump stores each crop's plan (record, image -> crop matrix) and the targets' row and column
+factors instead of 333 MB of crops per seed, and stage 2 warps the crops again with
+``cv2.warpAffine`` from the whole decoded image (the pipeline warps a decoded window of it;
+the dump counts the crop values that differ); the weights are initialised by Keras on JAX
+from the same seed (other random numbers than TensorFlow's; ``--initial_weights`` takes
+TensorFlow's); Adam's update is Keras' ops (the Trainer's fused kernel needs TensorFlow);
+precision is float32 at 'highest' matmul precision (no TF32) whatever
+``train.precision`` says. Configs the replay cannot follow are refused: flip augmentation,
+pretrained or zero-initialised backbones, Keras' BatchNorm variance rule, the flip test or
+detector boxes in the evaluation.
+
+Stage 2 runs from the repository root with ``config.dataset.root`` copied beside it, and
+holds every training image decoded in memory: meant for small sets such as the quickstart's.
 """
 import json
 import os
@@ -40,6 +48,32 @@ STREAM = "stream_seed{}.npz"
 RESULT = "heatmaps_{}.npz"  # per style: one array per seed, "seed{S}"
 
 
+def _check_replayable(config):
+    """Raises ValueError naming the fields of a config the replay does not follow."""
+    refused = {"augment.flip": bool(config.augment.flip),
+               "model.backbone_weights": config.model.get("backbone_weights") is not None,
+               "model.zero_init_residual": bool(config.model.get("zero_init_residual", False)),
+               "train.unbiased_running_variance":
+                   not config.train.get("unbiased_running_variance", True),
+               "test.flip_test": bool(config.test.flip_test),
+               "test.use_gt_boxes": not config.test.use_gt_boxes}
+    fields = [name for name, bad in refused.items() if bad]
+    if fields:
+        raise ValueError(f"replay_on_jax cannot follow {', '.join(fields)} of this config "
+                         f"(see the script's docstring); set them to the quickstart's values")
+
+
+def _read(path):
+    """An image as every entry point of the package reads it (EXIF orientation ignored):
+    (H, W, 3) uint8 RGB. Raises FileNotFoundError naming the file."""
+    from mrpose_tf.images import read_image_rgb
+
+    image = read_image_rgb(path)
+    if image is None:
+        raise FileNotFoundError(f"replay_on_jax: cannot read or decode the image {path}")
+    return image
+
+
 # --- stage 1: dump (TensorFlow) ---------------------------------------------------------------
 
 def dump(config, seeds, out, check_crops=200):
@@ -49,16 +83,17 @@ def dump(config, seeds, out, check_crops=200):
     to ``config.dataset.root``); ``stream_seed{S}.npz`` with per step (S steps, batch B, K
     joints): ``positions`` (S, B) int32 record positions, ``matrices`` (S, B, 2, 3) float32
     image -> crop, ``rows`` (S, B, K, w) / ``cols`` (S, B, K, h) float32 target factors
-    (:func:`mrpose_tf.codec.heatmap_target_profiles`), ``weights`` (S, B, K) float32;
+    (:func:`mrpose_tf.codec.heatmap_target_profiles`), ``weights`` (S, B, K) float32, and
+    ``steps_per_epoch`` (the schedule's);
     ``val.npz``: ``images`` (N, H, W, 3) float32 preprocessed validation crops in evaluation
-    order; ``dump.json``: the checks below (``check_crops`` crops per seed are warped again
-    as stage 2 warps them and compared with the pipeline's).
+    order; ``dump.json``: the checks below (the crops of the first whole batches, at least
+    ``check_crops`` per seed, are warped again as stage 2 warps them and compared with the
+    pipeline's).
 
     Raises:
-      ValueError: a config with flip augmentation (the targets are factored from the
-        unflipped joints), or a target that its factors do not give back bit for bit.
+      ValueError: a config the replay cannot follow (see the module docstring), or a target
+        that its factors do not give back bit for bit.
     """
-    import cv2
     import keras
     import numpy as np
 
@@ -72,9 +107,7 @@ def dump(config, seeds, out, check_crops=200):
     from mrpose_tf.training.inputs import training_data_from_config
 
     config = resolve_unset_fields(config.copy_and_resolve_references())
-    if config.augment.flip:
-        raise ValueError("replay_on_jax: config.augment.flip must be False (the dumped plan "
-                         "has no flipped joints)")
+    _check_replayable(config)
     os.makedirs(out, exist_ok=True)
     prepare_from_config(config)
     input_size = tuple(config.model.input_size)
@@ -91,14 +124,14 @@ def dump(config, seeds, out, check_crops=200):
         keras.utils.set_random_seed(int(seed))
         train_records, _ = read_split(seeded, "train")
         paths = [os.path.relpath(r.image_path, config.dataset.root) for r in train_records]
-        atomic_write_json(os.path.join(out, "train_images.json"), paths)
-        epochs, per_epoch = int(config.train.epochs), data.steps_per_epoch
+        atomic_write_json(os.path.join(out, "train_images.json"), paths)  # the same per seed
+        per_epoch = data.steps_per_epoch
         total = int(config.train.max_steps) if int(config.train.max_steps) > 0 else \
-            epochs * per_epoch
+            int(config.train.epochs) * per_epoch
         columns = {k: [] for k in ("positions", "matrices", "rows", "cols", "weights")}
         differing, compared, largest = 0, 0, 0
-        step = 0
-        for epoch in range(epochs):
+        step = epoch = 0
+        while step < total:  # as the Trainer: epoch after epoch to the last step
             for batch in data.train_fn(epoch=epoch).take(min(per_epoch, total - step)):
                 crop_joints = affine_points_tf(batch["joints"], batch["matrix"])
                 rows, cols, weights = (t.numpy() for t in heatmap_target_profiles(
@@ -116,7 +149,7 @@ def dump(config, seeds, out, check_crops=200):
                     for position, matrix, crop in zip(positions, matrices, crops):
                         path = train_records[position].image_path
                         if path not in images:
-                            images[path] = cv2.imread(path)[..., ::-1].copy()
+                            images[path] = _read(path)
                         again = _warp(images[path], matrix, input_size).astype(np.float32)
                         diff = np.abs(again - crop)
                         differing += int(np.count_nonzero(diff))
@@ -126,6 +159,7 @@ def dump(config, seeds, out, check_crops=200):
                                    ("rows", rows), ("cols", cols), ("weights", weights)):
                     columns[key].append(value)
                 step += 1
+            epoch += 1
         np.savez_compressed(os.path.join(out, STREAM.format(seed)), steps_per_epoch=per_epoch,
                             **{k: np.stack(v) for k, v in columns.items()})
         checks[f"seed{seed}"] = {"steps": step, "crop_values_compared": compared,
@@ -144,14 +178,18 @@ def dump(config, seeds, out, check_crops=200):
     atomic_write_json(os.path.join(out, "dump.json"), checks)
 
 
-def _agreement(initial, reference, other):
+def _agreement(initial, reference, other, trainable):
     """How far ``other``'s weights are from ``reference``'s after the same steps from
-    ``initial`` (lists of arrays): the difference's L2 norm over that of the reference's
-    change, and the fraction of changed values that both moved the same way."""
+    ``initial`` (lists of arrays, ``model.get_weights()`` order), over the trainable ones
+    (``trainable``: a bool per array; BatchNorm statistics move on another scale): the
+    difference's L2 norm over that of the reference's change, and the fraction of changed
+    values that both moved the same way."""
     import numpy as np
 
     difference = change = same = changed = 0.0
-    for start, want, got in zip(initial, reference, other):
+    for start, want, got, kept in zip(initial, reference, other, trainable):
+        if not kept:
+            continue
         moved = want - start
         difference += float(np.sum((got - want) ** 2))
         change += float(np.sum(moved ** 2))
@@ -190,6 +228,8 @@ def reference(out, style, seed, steps):
     from mrpose_tf.config import load_config
     from mrpose_tf.training.inputs import training_data_from_config
 
+    if int(steps) < 1:
+        raise ValueError(f"--stage=reference needs --max_steps >= 1, got {steps}")
     config = load_config(out)
     with config.unlocked():
         config.model.backbone_style = style
@@ -210,18 +250,21 @@ def reference(out, style, seed, steps):
                  initial=initial, trained=trained)
         xla_losses, xla = _trainer_steps(config, data, os.path.join(workdir, "c"), steps, True,
                                          initial_weights)
-        xla_agreement = _agreement(initial_weights, weights, xla.model.get_weights())
-    summary = {"style": style, "seed": int(seed), "losses": losses,
+        trainable = [v.trainable for v in trainer.model.weights]
+        xla_agreement = _agreement(initial_weights, weights, xla.model.get_weights(), trainable)
+    summary = {"style": style, "seed": int(seed), "losses": losses, "trainable": trainable,
                "xla": dict(losses=xla_losses, **xla_agreement)}
     with open(os.path.join(out, f"reference_{style}_seed{seed}.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    print(json.dumps(summary, indent=1), flush=True)
+    print(json.dumps({k: v for k, v in summary.items() if k != "trainable"}, indent=1),
+          flush=True)
     return summary
 
 
 # --- stage 2: train (Keras on JAX) ------------------------------------------------------------
 
 def _torch_rule_batch_norm():
+    """The class below, defined on first use (Keras is imported after the backend is set)."""
     import keras
     import numpy as np
 
@@ -272,13 +315,23 @@ def _training_model(config, seed):
 
 
 def train(out, styles, seeds, results, max_steps=-1, initial_weights=False):
-    """Trains each style x seed on its dumped stream; writes ``heatmaps_{style}.npz`` (per
-    seed ``seed{S}``: the final model's validation heatmaps, (N, h, w, K) float32) and
-    ``runs.json`` (steps, seconds, images/s, the loss of every step), after every run.
+    """Trains each style x seed on its dumped stream (Keras on JAX).
 
-    With ``initial_weights``, each run starts from the dump's ``initial_{style}_seed{S}.npz``
-    (:func:`reference`: TensorFlow's initialisation) instead of Keras-on-JAX's."""
-    import cv2
+    Args:
+      out: the dump's folder.
+      styles: ``config.model.backbone_style`` values.
+      seeds: seeds (strings or ints) with a dumped stream each.
+      results: the output folder.
+      max_steps: stop after this many steps (0: no training, the initial model's heatmaps);
+        -1: the whole stream.
+      initial_weights: start from the dump's ``initial_{style}_seed{S}.npz``
+        (:func:`reference`: TensorFlow's initialisation) instead of Keras-on-JAX's, and write
+        the final weights (``final_{style}_seed{S}.npz``) for :func:`compare`.
+
+    Writes, after every run: ``heatmaps_{style}.npz`` (per seed ``seed{S}``: the final
+    model's validation heatmaps, (N, h, w, K) float32) and ``runs.json`` (steps, seconds,
+    images/s, the loss of every step).
+    """
     import jax
     import keras
     import numpy as np
@@ -297,7 +350,7 @@ def train(out, styles, seeds, results, max_steps=-1, initial_weights=False):
     base = load_config(out)
     with open(os.path.join(out, "train_images.json")) as f:
         paths = json.load(f)
-    images = [cv2.imread(os.path.join(base.dataset.root, p))[..., ::-1].copy() for p in paths]
+    images = [_read(os.path.join(base.dataset.root, p)) for p in paths]
     val_images = np.load(os.path.join(out, "val.npz"))["images"]
     input_size = tuple(base.model.input_size)
     convention = input_preprocessing_of(base)
@@ -426,6 +479,9 @@ def compare(out, results, style, seed):
     reference_run = np.load(os.path.join(out, f"reference_{style}_seed{seed}.npz"))
     with open(os.path.join(out, f"reference_{style}_seed{seed}.json")) as f:
         summary = json.load(f)
+    if run["steps"] not in (0, len(summary["losses"])):
+        raise ValueError(f"the replay in {results} ran {run['steps']} steps, the reference "
+                         f"{len(summary['losses'])}: rerun one of them with the other's")
     want = reference_run["trained" if run["steps"] else "initial"]
     got = np.load(os.path.join(results, RESULT.format(style)))[f"seed{seed}"]
     report = {"steps": run["steps"],
@@ -441,7 +497,8 @@ def compare(out, results, style, seed):
         report["replay"] = _agreement(
             arrays(os.path.join(out, f"initial_{style}_seed{seed}.npz")),
             arrays(os.path.join(out, f"reference_{style}_seed{seed}.npz")),
-            arrays(os.path.join(results, f"final_{style}_seed{seed}.npz")))
+            arrays(os.path.join(results, f"final_{style}_seed{seed}.npz")),
+            summary["trainable"])
     print(json.dumps(report, indent=1))
     return report
 
@@ -470,12 +527,13 @@ def score(out, results):
     """The report's metrics of every run in ``results``; prints a markdown table."""
     import numpy as np
 
+    from mrpose_tf.config import load_config
     from mrpose_tf.data.pipeline import read_split
     from mrpose_tf.evaluation.runner import predict_records
-    from mrpose_tf.config import load_config
     from mrpose_tf.training.report import validation_metrics
 
     config = load_config(os.path.join(out, "config.json"))
+    _check_replayable(config)
     with open(os.path.join(results, "runs.json")) as f:
         summary = json.load(f)
     val_records, keypoints = read_split(config, "val")
@@ -484,9 +542,11 @@ def score(out, results):
     rows = []
     for run in summary["runs"]:
         heatmaps = np.load(os.path.join(results, RESULT.format(run["style"])))
-        predictions = predict_records(_Replayed(images, heatmaps[f"seed{run['seed']}"]),
-                                      val_records,
-                                      config, keypoints)
+        replayed = _Replayed(images, heatmaps[f"seed{run['seed']}"])
+        predictions = predict_records(replayed, val_records, config, keypoints)
+        if replayed.position != len(images) or len(predictions["keypoints"]) != len(val_records):
+            raise ValueError(f"{run['style']} seed {run['seed']}: {replayed.position} of "
+                             f"{len(images)} validation crops evaluated; dump again")
         metrics = validation_metrics(predictions, val_records, config, keypoints,
                                      train_records)
         run.update({k: metrics[k] for k in ("AP", "AP .5", "AP .75", "PCK@0.1",
@@ -539,7 +599,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if FLAGS.stage is None:
-        raise app.UsageError("--stage is required: dump, train or score")
+        raise app.UsageError("--stage is required: dump, train, score, reference or compare")
+    if FLAGS.stage in ("reference", "compare") and (len(FLAGS.styles) != 1
+                                                    or len(FLAGS.seeds) != 1):
+        raise app.UsageError(f"--stage={FLAGS.stage} takes one --styles and one --seeds value")
     if FLAGS.stage == "dump":
         if FLAGS.config is None:
             raise app.UsageError("--stage=dump needs --config")
@@ -548,7 +611,7 @@ def main(argv):
         train(FLAGS.out, FLAGS.styles, FLAGS.seeds, FLAGS.results, FLAGS.max_steps,
               FLAGS.initial_weights)
     elif FLAGS.stage == "reference":
-        reference(FLAGS.out, FLAGS.styles[0], FLAGS.seeds[0], max(FLAGS.max_steps, 1))
+        reference(FLAGS.out, FLAGS.styles[0], FLAGS.seeds[0], FLAGS.max_steps)
     elif FLAGS.stage == "compare":
         compare(FLAGS.out, FLAGS.results, FLAGS.styles[0], FLAGS.seeds[0])
     else:

@@ -30,51 +30,57 @@ def dumped(tmp_path_factory):
     return config, out
 
 
-def test_the_dumped_stream_gives_back_the_pipelines_batches(dumped):
-    """Re-warped crops and the targets rebuilt from their factors against the tf.data batches
-    of mrpose-train's own pipeline, iterated again here."""
-    import keras
+def test_the_dumped_stream_gives_back_the_batches_mrpose_train_trains_on(dumped, tmp_path,
+                                                                       small_network,
+                                                                       monkeypatch):
+    """The batches the Trainer's train_step receives in a real ``mrpose_tf.train`` run of the
+    same config (recorded), against the dump: positions, targets rebuilt from their factors
+    and weights exactly, the crops re-warped as stage 2 warps them to a few values."""
+    import mrpose_tf
     from mrpose_tf.codec import heatmaps_from_profiles
     from mrpose_tf.data.pipeline import read_split
     from mrpose_tf.preprocessing import preprocess
-    from mrpose_tf.training.inputs import training_data_from_config
+    from mrpose_tf.training.trainer import Trainer
 
     config, out = dumped
-    with open(os.path.join(out, "dump.json")) as f:
-        checks = json.load(f)
-    for seed in ("1",):
-        seeded = config.copy_and_resolve_references()
-        with seeded.unlocked():
-            seeded.train.seed = int(seed)
-        data = training_data_from_config(seeded)
-        keras.utils.set_random_seed(int(seed))  # as the Trainer does before training
-        batches = list(data.train_fn(epoch=0).take(3))
-        stream = np.load(os.path.join(out, replay.STREAM.format(seed)))
-        assert stream["positions"].shape == (3, 4)
-        assert int(stream["steps_per_epoch"]) == data.steps_per_epoch >= 3
-        records, _ = read_split(seeded, "train")
-        import cv2
+    seeded = config.copy_and_resolve_references()
+    with seeded.unlocked():
+        seeded.train.seed = 1
+        seeded.train.strategy = "one_device"
+        seeded.train.precision = "float32"
+        seeded.finish.update(evaluate=False, export_formats="", demo_images=0)
+    recorded, train_step = [], Trainer.train_step
 
-        differing = total = 0
-        for step, batch in enumerate(batches):
-            np.testing.assert_array_equal(stream["positions"][step], batch["record_position"])
-            np.testing.assert_array_equal(
-                heatmaps_from_profiles(stream["rows"][step], stream["cols"][step]),
-                batch["heatmaps"])
-            np.testing.assert_array_equal(stream["weights"][step], batch["target_weight"])
-            for position, matrix, image in zip(stream["positions"][step],
-                                               stream["matrices"][step], batch["image"].numpy()):
-                full = cv2.imread(records[position].image_path)[..., ::-1].copy()
-                crop = preprocess(replay._warp(full, matrix, config.model.input_size),
-                                  config.model.input_preprocessing)
-                differing += int(np.count_nonzero(np.abs(crop - image) > 1e-3))
-                total += crop.size
-        # The pipeline warps a decoded window, the replay the whole image: OpenCV's fixed-point
-        # coordinates then differ by a rounding step at a few pixels.
-        assert differing <= 1e-3 * total
-        assert checks[f"seed{seed}"]["crop_values_differing"] <= \
-            1e-3 * checks[f"seed{seed}"]["crop_values_compared"]
-        assert checks[f"seed{seed}"]["steps"] == 3
+    def recording_step(self, batch):
+        recorded.append({k: np.asarray(batch[k]) for k in
+                         ("record_position", "heatmaps", "target_weight", "image")})
+        return train_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", recording_step)
+    mrpose_tf.train(seeded, str(tmp_path / "run"), evaluate=False, log=lambda line: None)
+    stream = np.load(os.path.join(out, replay.STREAM.format(1)))
+    assert len(recorded) == 3 and stream["positions"].shape == (3, 4)
+    records, _ = read_split(seeded, "train")
+    differing = total = 0
+    for step, batch in enumerate(recorded):
+        np.testing.assert_array_equal(stream["positions"][step], batch["record_position"])
+        np.testing.assert_array_equal(
+            heatmaps_from_profiles(stream["rows"][step], stream["cols"][step]), batch["heatmaps"])
+        np.testing.assert_array_equal(stream["weights"][step], batch["target_weight"])
+        for position, matrix, image in zip(stream["positions"][step], stream["matrices"][step],
+                                           batch["image"]):
+            crop = preprocess(replay._warp(replay._read(records[position].image_path), matrix,
+                                           config.model.input_size),
+                              config.model.input_preprocessing)
+            differing += int(np.count_nonzero(np.abs(crop - image) > 1e-3))
+            total += crop.size
+    # The pipeline warps a decoded window, the replay the whole image: OpenCV's fixed-point
+    # coordinates then differ by a rounding step at a few pixels.
+    assert differing <= 1e-3 * total
+    with open(os.path.join(out, "dump.json")) as f:
+        checks = json.load(f)["seed1"]
+    assert checks["steps"] == 3
+    assert checks["crop_values_differing"] <= 1e-3 * checks["crop_values_compared"]
 
 
 def test_scoring_replayed_heatmaps_equals_evaluating_the_model(dumped, tmp_path, small_network):
@@ -109,7 +115,8 @@ def test_scoring_replayed_heatmaps_equals_evaluating_the_model(dumped, tmp_path,
         replay._Replayed(images + 1.0, heatmaps)(images[:2])
 
 
-def test_the_replays_batch_norm_is_the_trainers_pytorch_rule():
+@pytest.mark.parametrize("fused", [False, True])
+def test_the_replays_batch_norm_is_the_trainers_pytorch_rule(fused):
     """TorchRuleBatchNorm (keras.ops) against the trainer's TrainingBatchNormalization and a
     numpy hand computation of PyTorch's update: running var += 0.1 * (unbiased var - running
     var)."""
@@ -117,7 +124,7 @@ def test_the_replays_batch_norm_is_the_trainers_pytorch_rule():
 
     x = np.random.default_rng(0).normal(2.0, 3.0, (4, 3, 2, 5)).astype(np.float32)
     ours = replay._torch_rule_batch_norm()(momentum=0.9, epsilon=1e-5)
-    trainers = TrainingBatchNormalization(unbiased_running_variance=True, fused=False,
+    trainers = TrainingBatchNormalization(unbiased_running_variance=True, fused=fused,
                                           momentum=0.9, epsilon=1e-5)
     y_ours, y_trainers = ours(x, training=True), trainers(x, training=True)
     np.testing.assert_allclose(y_ours, y_trainers, atol=1e-5)

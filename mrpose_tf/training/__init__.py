@@ -1,8 +1,9 @@
 """Training: strategies, schedules, the optimizer, checkpoints and the custom distributed loop.
 
-The names below load on first use, so that ``mrpose_tf.training.schedule``,
-``mrpose_tf.training.optimizer`` (``fused=False``) and ``mrpose_tf.losses`` import under a
-Keras backend without TensorFlow (``scripts/replay_on_jax.py``).
+The names below load on first use, so that ``mrpose_tf.training.schedule`` and
+``mrpose_tf.training.optimizer`` import under a Keras backend without TensorFlow
+(``scripts/replay_on_jax.py``; there Adam's variables have no TensorFlow handle, so its
+update takes the Keras-ops path).
 """
 import importlib
 
