@@ -199,17 +199,20 @@ def _agreement(initial, reference, other, trainable):
     return {"relative_l2": (difference / change) ** 0.5, "same_direction": same / changed}
 
 
-def _trainer_steps(config, data, workdir, steps, jit_compile, initial=None):
-    """(losses, trainer) of ``mrpose-train``'s Trainer (float32) over the first ``steps``
-    batches of epoch 0, from ``initial`` weights if given."""
+def _trainer(config, data, workdir, jit_compile, initial=None):
+    """``mrpose-train``'s Trainer (float32) of ``config``, from ``initial`` weights if given."""
     from mrpose_tf.training import Trainer, make_strategy
 
     trainer = Trainer(config, workdir, make_strategy("one_device"), data.steps_per_epoch,
                       "float32", jit_compile=jit_compile, log=lambda line: None)
     if initial is not None:
         trainer.model.set_weights(initial)
-    batches = data.train_fn(epoch=0).take(int(steps))
-    return [float(trainer.train_step(batch)) for batch in batches], trainer
+    return trainer
+
+
+def _steps(trainer, data, steps):
+    """The losses of ``trainer``'s steps over the first ``steps`` batches of epoch 0."""
+    return [float(trainer.train_step(batch)) for batch in data.train_fn(epoch=0).take(int(steps))]
 
 
 def reference(out, style, seed, steps):
@@ -238,18 +241,17 @@ def reference(out, style, seed, steps):
     val_images = np.load(os.path.join(out, "val.npz"))["images"]
     batch = int(config.test.batch_size)
     with tempfile.TemporaryDirectory() as workdir:
-        losses, trainer = _trainer_steps(config, data, os.path.join(workdir, "a"), 0, False)
+        trainer = _trainer(config, data, os.path.join(workdir, "plain"), False)
         initial_weights = trainer.model.get_weights()
         np.savez(os.path.join(out, f"initial_{style}_seed{seed}.npz"), *initial_weights)
         initial = trainer.model.predict(val_images, batch_size=batch, verbose=0)
-        losses, trainer = _trainer_steps(config, data, os.path.join(workdir, "b"), steps, False,
-                                         initial_weights)
+        losses = _steps(trainer, data, steps)
         trained = trainer.model.predict(val_images, batch_size=batch, verbose=0)
         weights = trainer.model.get_weights()
         np.savez(os.path.join(out, f"reference_{style}_seed{seed}.npz"), *weights,
                  initial=initial, trained=trained)
-        xla_losses, xla = _trainer_steps(config, data, os.path.join(workdir, "c"), steps, True,
-                                         initial_weights)
+        xla = _trainer(config, data, os.path.join(workdir, "xla"), True, initial_weights)
+        xla_losses = _steps(xla, data, steps)
         trainable = [v.trainable for v in trainer.model.weights]
         xla_agreement = _agreement(initial_weights, weights, xla.model.get_weights(), trainable)
     summary = {"style": style, "seed": int(seed), "losses": losses, "trainable": trainable,
